@@ -1,0 +1,504 @@
+//! Layered configuration: built-in defaults, then an optional TOML file, then
+//! `GATEHOUSE_*` environment variables (the environment wins).
+//!
+//! Every setting has one TOML key and one environment variable, listed in
+//! [`SETTINGS`]; the README's configuration reference is that table. An unknown key in
+//! the file, an unknown `GATEHOUSE_*` variable or a malformed value is an error whose
+//! one line names the setting. This module does no I/O beyond reading the file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// A configuration error: one line that names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// `GATEHOUSE_*` variables that are read by commands or tests, not settings.
+const NON_SETTING_VARIABLES: &[&str] = &[
+    "GATEHOUSE_CONFIG",
+    "GATEHOUSE_BOOTSTRAP_PASSWORD",
+    "GATEHOUSE_TEST_DATABASE_URL",
+    "GATEHOUSE_TEST_REDIS_URL",
+];
+
+/// A value that may be given as an environment variable.
+trait FromEnv: Sized {
+    fn from_env(raw: &str) -> Result<Self, String>;
+}
+
+macro_rules! from_env_via_from_str {
+    ($($ty:ty => $what:literal),* $(,)?) => {$(
+        impl FromEnv for $ty {
+            fn from_env(raw: &str) -> Result<Self, String> {
+                <$ty>::from_str(raw.trim()).map_err(|_| format!("expected {}, got {raw:?}", $what))
+            }
+        }
+    )*};
+}
+from_env_via_from_str!(
+    SocketAddr => "host:port, e.g. 127.0.0.1:8080",
+    u64 => "a non-negative integer",
+    u32 => "a non-negative integer",
+    SigningAlg => "one of RS256, ES256, EdDSA",
+);
+
+impl FromEnv for String {
+    fn from_env(raw: &str) -> Result<Self, String> {
+        Ok(raw.to_owned())
+    }
+}
+
+impl FromEnv for PathBuf {
+    fn from_env(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            return Err("expected a path, got an empty value".into());
+        }
+        Ok(PathBuf::from(raw))
+    }
+}
+
+impl<T: FromEnv> FromEnv for Option<T> {
+    fn from_env(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            Ok(None)
+        } else {
+            T::from_env(raw).map(Some)
+        }
+    }
+}
+
+/// A secret setting: never printed by `Debug`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl FromEnv for Secret {
+    fn from_env(raw: &str) -> Result<Self, String> {
+        Ok(Secret(raw.to_owned()))
+    }
+}
+
+/// The JWS algorithm new signing keys are made for.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum SigningAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 over a 2048-bit key (the default).
+    RS256,
+    /// ECDSA over P-256 with SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
+}
+
+impl SigningAlg {
+    /// The `alg` header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::RS256 => "RS256",
+            SigningAlg::ES256 => "ES256",
+            SigningAlg::EdDSA => "EdDSA",
+        }
+    }
+}
+
+impl FromStr for SigningAlg {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "RS256" => Ok(SigningAlg::RS256),
+            "ES256" => Ok(SigningAlg::ES256),
+            "EdDSA" => Ok(SigningAlg::EdDSA),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The role catalogs compiled into the binary.
+pub const CATALOGS: &[&str] = &["default", "stackpath", "mia-platform", "cloud-iam"];
+
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])* $field:ident : $ty:ty = $default:expr, $env:literal; )*) => {
+        /// The resolved configuration of a node or a command.
+        #[derive(Clone, Debug)]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        /// The TOML file: every key optional, unknown keys refused.
+        #[derive(Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileConfig {
+            $( #[serde(default)] $field: Option<$ty>, )*
+        }
+
+        /// Every setting as (TOML key, environment variable, documentation).
+        pub const SETTINGS: &[(&str, &str, &str)] = &[
+            $( (stringify!($field), $env, concat!($($doc),*)), )*
+        ];
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $field: $default, )* }
+            }
+        }
+
+        fn layer(file: FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+            let defaults = Config::default();
+            Ok(Config {
+                $( $field: match env($env) {
+                    Some(raw) => <$ty as FromEnv>::from_env(&raw)
+                        .map_err(|e| ConfigError(format!("{}: {e}", $env)))?,
+                    None => file.$field.unwrap_or(defaults.$field),
+                }, )*
+            })
+        }
+    };
+}
+
+settings! {
+    /// Address and port to listen on.
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "GATEHOUSE_LISTEN";
+    /// The issuer URL; tokens, discovery and mail links are built from it. Default: `http://<listen>`.
+    issuer: Option<String> = None, "GATEHOUSE_ISSUER";
+    /// Directory for the embedded SQLite database and the mail outbox.
+    data_dir: PathBuf = PathBuf::from("./data"), "GATEHOUSE_DATA_DIR";
+    /// Directory holding the key-encryption key file `kek` (mode 0600).
+    keys_dir: PathBuf = PathBuf::from("./keys"), "GATEHOUSE_KEYS_DIR";
+    /// `sqlite://<path>` or `postgres://...`. Default: SQLite at `<data_dir>/gatehouse.db`.
+    database_url: Option<Secret> = None, "GATEHOUSE_DATABASE_URL";
+    /// Maximum connections in the database pool.
+    database_max_connections: u32 = 16, "GATEHOUSE_DATABASE_MAX_CONNECTIONS";
+    /// `redis://` or `rediss://` URL for short-lived state. Default: in process memory.
+    redis_url: Option<Secret> = None, "GATEHOUSE_REDIS_URL";
+    /// Key-encryption key, 32 bytes in base64url. Default: the file `<keys_dir>/kek`.
+    key_encryption_key: Option<Secret> = None, "GATEHOUSE_KEY_ENCRYPTION_KEY";
+    /// Active role catalog: `default`, `stackpath`, `mia-platform` or `cloud-iam`.
+    catalog: String = "default".to_owned(), "GATEHOUSE_CATALOG";
+    /// The instance's name, shown on its pages.
+    instance_name: String = "gatehouse".to_owned(), "GATEHOUSE_INSTANCE_NAME";
+    /// Algorithm of newly generated signing keys: `RS256`, `ES256` or `EdDSA`.
+    signing_alg: SigningAlg = SigningAlg::RS256, "GATEHOUSE_SIGNING_ALG";
+    /// Lifetime of access tokens, in seconds.
+    access_token_ttl_secs: u64 = 600, "GATEHOUSE_ACCESS_TOKEN_TTL_SECS";
+    /// Lifetime of ID tokens, in seconds.
+    id_token_ttl_secs: u64 = 600, "GATEHOUSE_ID_TOKEN_TTL_SECS";
+    /// Lifetime of refresh-token families, in seconds.
+    refresh_token_ttl_secs: u64 = 2_592_000, "GATEHOUSE_REFRESH_TOKEN_TTL_SECS";
+    /// Cache lifetime of the JWKS and discovery documents; a rotated key is published this long before it signs.
+    jwks_cache_secs: u64 = 300, "GATEHOUSE_JWKS_CACHE_SECS";
+    /// How often each node polls the change sequence, in milliseconds (50 to 1000).
+    poll_interval_ms: u64 = 500, "GATEHOUSE_POLL_INTERVAL_MS";
+    /// How long in-flight requests may take to finish after SIGTERM, in seconds.
+    shutdown_grace_secs: u64 = 30, "GATEHOUSE_SHUTDOWN_GRACE_SECS";
+    /// Log filter (`error`, `warn`, `info`, `debug`, or `tracing` directives).
+    log: String = "info".to_owned(), "GATEHOUSE_LOG";
+}
+
+/// Where the durable store lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+impl Config {
+    /// Loads the configuration: the file named by `path` (or `GATEHOUSE_CONFIG`), then
+    /// the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("GATEHOUSE_"))
+            .collect();
+        let env_path = vars
+            .iter()
+            .find(|(k, _)| k == "GATEHOUSE_CONFIG")
+            .map(|(_, v)| PathBuf::from(v));
+        let path = path.map(Path::to_path_buf).or(env_path);
+        let text = match &path {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                ConfigError(format!("GATEHOUSE_CONFIG: cannot read {}: {e}", p.display()))
+            })?),
+            None => None,
+        };
+        Self::from_sources(
+            text.as_deref().map(|t| (path.as_deref().unwrap_or(Path::new("")), t)),
+            &vars,
+        )
+    }
+
+    /// Builds a configuration from a TOML text and a list of environment variables;
+    /// the pure core of [`Config::load`].
+    pub fn from_sources(
+        file: Option<(&Path, &str)>,
+        vars: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        for (key, _) in vars {
+            let known = SETTINGS.iter().any(|(_, env, _)| env == key)
+                || NON_SETTING_VARIABLES.contains(&key.as_str())
+                || key.starts_with("GATEHOUSE_TEST_");
+            if key.starts_with("GATEHOUSE_") && !known {
+                return Err(ConfigError(format!(
+                    "{key}: unknown setting (see the configuration reference in the README)"
+                )));
+            }
+        }
+        let parsed = match file {
+            Some((path, text)) => toml::from_str::<FileConfig>(text).map_err(|e| {
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
+                ConfigError(format!(
+                    "config file {}{at}: {}",
+                    path.display(),
+                    e.message().replace('\n', " ")
+                ))
+            })?,
+            None => FileConfig::default(),
+        };
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let config = layer(parsed, &lookup)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let issuer = self.issuer();
+        let url = url::Url::parse(&issuer)
+            .map_err(|e| ConfigError(format!("GATEHOUSE_ISSUER: not a URL ({e}): {issuer:?}")))?;
+        let loopback = match url.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" => {
+                return Err(ConfigError(format!(
+                    "GATEHOUSE_ISSUER: http is allowed only on loopback; use https for {issuer}"
+                )));
+            }
+            _ => {
+                return Err(ConfigError(format!(
+                    "GATEHOUSE_ISSUER: scheme must be https (or http on loopback): {issuer}"
+                )));
+            }
+        }
+        if url.query().is_some() || url.fragment().is_some() || issuer.ends_with('/') {
+            return Err(ConfigError(format!(
+                "GATEHOUSE_ISSUER: must have no query, fragment or trailing slash: {issuer}"
+            )));
+        }
+        if let Some(db) = &self.database_url {
+            database_kind(&db.0)?;
+        }
+        if let Some(redis) = &self.redis_url {
+            let ok = url::Url::parse(&redis.0)
+                .map(|u| matches!(u.scheme(), "redis" | "rediss") && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError(
+                    "GATEHOUSE_REDIS_URL: expected redis://host:port or rediss://host:port".into(),
+                ));
+            }
+        }
+        if !CATALOGS.contains(&self.catalog.as_str()) {
+            return Err(ConfigError(format!(
+                "GATEHOUSE_CATALOG: unknown catalog {:?}; expected one of {}",
+                self.catalog,
+                CATALOGS.join(", ")
+            )));
+        }
+        if !(50..=1000).contains(&self.poll_interval_ms) {
+            return Err(ConfigError(
+                "GATEHOUSE_POLL_INTERVAL_MS: must be between 50 and 1000".into(),
+            ));
+        }
+        for (name, value) in [
+            ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", self.access_token_ttl_secs),
+            ("GATEHOUSE_ID_TOKEN_TTL_SECS", self.id_token_ttl_secs),
+            ("GATEHOUSE_REFRESH_TOKEN_TTL_SECS", self.refresh_token_ttl_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name}: must be at least 1")));
+            }
+        }
+        if self.database_max_connections == 0 {
+            return Err(ConfigError(
+                "GATEHOUSE_DATABASE_MAX_CONNECTIONS: must be at least 1".into(),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log)
+            .map_err(|e| ConfigError(format!("GATEHOUSE_LOG: {e}")))?;
+        Ok(())
+    }
+
+    /// The issuer URL, derived from the listen address when not set.
+    pub fn issuer(&self) -> String {
+        match &self.issuer {
+            Some(i) => i.clone(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// The database URL, defaulting to SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(s) => s.0.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("gatehouse.db").display()),
+        }
+    }
+
+    /// The longest lifetime of any token a signing key signs; an old key stays
+    /// published this long after it stops signing.
+    pub fn max_signed_token_ttl_secs(&self) -> u64 {
+        self.access_token_ttl_secs.max(self.id_token_ttl_secs)
+    }
+}
+
+/// Tells which backend a database URL names, or why it names none.
+pub fn database_kind(url: &str) -> Result<DatabaseKind, ConfigError> {
+    if url.starts_with("sqlite:") {
+        return Ok(DatabaseKind::Sqlite);
+    }
+    let ok = url::Url::parse(url)
+        .map(|u| matches!(u.scheme(), "postgres" | "postgresql") && u.host().is_some())
+        .unwrap_or(false);
+    if ok {
+        Ok(DatabaseKind::Postgres)
+    } else {
+        Err(ConfigError(
+            "GATEHOUSE_DATABASE_URL: expected sqlite://<path> or postgres://user@host/db".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn err(file: Option<&str>, env: &[(&str, &str)]) -> String {
+        Config::from_sources(file.map(|t| (Path::new("g.toml"), t)), &vars(env))
+            .expect_err("must fail")
+            .0
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_ones() {
+        let c = Config::from_sources(None, &[]).expect("defaults");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.issuer(), "http://127.0.0.1:8080");
+        assert_eq!(c.database_url(), "sqlite://./data/gatehouse.db");
+        assert!(c.redis_url.is_none());
+        assert_eq!(c.signing_alg, SigningAlg::RS256);
+    }
+
+    #[test]
+    fn environment_wins_over_file() {
+        let file = "listen = \"127.0.0.1:9000\"\ncatalog = \"stackpath\"\n";
+        let c = Config::from_sources(
+            Some((Path::new("g.toml"), file)),
+            &vars(&[("GATEHOUSE_LISTEN", "127.0.0.1:9100")]),
+        )
+        .expect("valid");
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.catalog, "stackpath");
+    }
+
+    #[test]
+    fn every_error_names_its_setting() {
+        let cases: &[(Option<&str>, &[(&str, &str)], &str)] = &[
+            (Some("lisen = \"x\""), &[], "unknown field `lisen`"),
+            (Some("\n\nlisten = 5"), &[], "line 3"),
+            (None, &[("GATEHOUSE_LISTEN", "nope")], "GATEHOUSE_LISTEN"),
+            (None, &[("GATEHOUSE_FOO", "1")], "GATEHOUSE_FOO: unknown setting"),
+            (
+                None,
+                &[("GATEHOUSE_DATABASE_URL", "mysql://x/y")],
+                "GATEHOUSE_DATABASE_URL",
+            ),
+            (
+                None,
+                &[("GATEHOUSE_REDIS_URL", "http://x")],
+                "GATEHOUSE_REDIS_URL",
+            ),
+            (
+                None,
+                &[("GATEHOUSE_ISSUER", "http://example.com")],
+                "GATEHOUSE_ISSUER: http is allowed only on loopback",
+            ),
+            (
+                None,
+                &[("GATEHOUSE_ISSUER", "https://example.com/")],
+                "trailing slash",
+            ),
+            (None, &[("GATEHOUSE_CATALOG", "aws")], "GATEHOUSE_CATALOG"),
+            (
+                None,
+                &[("GATEHOUSE_SIGNING_ALG", "HS256")],
+                "GATEHOUSE_SIGNING_ALG: expected one of RS256, ES256, EdDSA",
+            ),
+            (
+                None,
+                &[("GATEHOUSE_POLL_INTERVAL_MS", "5000")],
+                "GATEHOUSE_POLL_INTERVAL_MS",
+            ),
+            (
+                None,
+                &[("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", "-1")],
+                "GATEHOUSE_ACCESS_TOKEN_TTL_SECS",
+            ),
+        ];
+        for (file, env, want) in cases {
+            let got = err(*file, env);
+            assert!(got.contains(want), "{got:?} should contain {want:?}");
+            assert!(!got.contains('\n'), "one line: {got:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let c = Config::from_sources(
+            None,
+            &vars(&[("GATEHOUSE_KEY_ENCRYPTION_KEY", "super-secret-value")]),
+        )
+        .expect("valid");
+        assert!(!format!("{c:?}").contains("super-secret-value"));
+    }
+
+    #[test]
+    fn non_setting_variables_are_accepted() {
+        Config::from_sources(
+            None,
+            &vars(&[
+                ("GATEHOUSE_BOOTSTRAP_PASSWORD", "x"),
+                ("GATEHOUSE_TEST_DATABASE_URL", "postgres://x/y"),
+            ]),
+        )
+        .expect("valid");
+    }
+}

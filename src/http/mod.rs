@@ -1,0 +1,43 @@
+//! The HTTP surface: [`app`] builds the router from the node state, so tests can
+//! serve it on a free port or call it in process. Cross-cutting concerns live in
+//! [`middleware`]: request ids, access logs, metrics, security headers and limits.
+
+pub mod health;
+pub mod middleware;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::oidc;
+use crate::server::AppState;
+
+/// Largest request body accepted anywhere.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Longest a request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The router of a node.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route(oidc::DISCOVERY_PATH, get(oidc::discovery_document))
+        .route(oidc::JWKS_PATH, get(oidc::jwks_document))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(health::not_found)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe,
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,39 @@
+//! gatehouse: an OpenID Connect identity provider with hierarchical role-based
+//! access control built in.
+//!
+//! The layers, from the outside in (dependencies point down this list):
+//!
+//! - [`cli`]: the command line (`serve`, `bootstrap`, `keys`, `migrate`); `main.rs` only
+//!   calls [`cli::run`].
+//! - [`server`]: starts a node from a [`config::Config`]: opens the stores, loads the
+//!   key ring, keeps the in-memory view current from the change sequence, serves HTTP
+//!   and shuts down gracefully.
+//! - [`http`]: the router ([`http::app`]), request ids, metrics and access logs,
+//!   health and readiness probes.
+//! - [`oidc`]: discovery and the JWKS document.
+//! - [`bootstrap`]: the first organization, its owner, the admin client and an optional
+//!   service account, written in one transaction.
+//! - [`crypto`]: the key-encryption key, the signing key ring, JWT signing
+//!   (aws-lc-rs, parsed keys held in memory) and verification (jsonwebtoken),
+//!   password hashing and client secrets.
+//! - [`store`]: the durable store (SQLite or PostgreSQL through one set of queries and
+//!   migrations), the change sequence and the audit log.
+//! - [`ephemeral`]: short-lived state with time-to-live (in memory or Redis) and change
+//!   notices.
+//! - [`config`]: layered configuration (defaults, TOML file, `GATEHOUSE_*` variables).
+
+pub mod bootstrap;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod ephemeral;
+pub mod http;
+pub mod oidc;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+
+/// Seconds since the Unix epoch, the unit every stored timestamp uses.
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}

@@ -1,0 +1,188 @@
+//! Starting, running and stopping a node.
+//!
+//! [`open`] connects the stores (refusing to start half-configured: every failure is
+//! one line naming the setting), loads or creates the signing keys and loads the IAM
+//! view; [`serve`] runs the HTTP server and the change follower until shutdown, then
+//! lets in-flight requests finish. `gatehouse serve` is [`run`]; tests call [`open`]
+//! and [`serve`] on `127.0.0.1:0`.
+
+pub mod state;
+pub mod sync;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::crypto::kek;
+use crate::crypto::keyring::{self, KeyRing};
+use crate::crypto::password::Passwords;
+use crate::ephemeral::Ephemeral;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+pub use state::{AppState, Document, Shared, View};
+
+/// A node that could not start, with one line naming the setting at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// Opens the durable store at `config`'s database URL and migrates it.
+pub async fn open_store(config: &Config) -> Result<Store, StartError> {
+    let store = Store::connect(&config.database_url(), config.database_max_connections)
+        .await
+        .map_err(|e| StartError(format!("GATEHOUSE_DATABASE_URL: cannot open the database: {e}")))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| StartError(format!("GATEHOUSE_DATABASE_URL: {e}")))?;
+    Ok(store)
+}
+
+/// Opens short-lived state (Redis when configured).
+pub async fn open_ephemeral(config: &Config) -> Result<Ephemeral, StartError> {
+    Ephemeral::open(config.redis_url.as_ref().map(|s| s.0.as_str()))
+        .await
+        .map_err(|e| StartError(format!("GATEHOUSE_REDIS_URL: cannot connect: {e}")))
+}
+
+/// Loads the key-encryption key and the key ring, creating the instance's first
+/// signing key when no usable one is stored.
+pub async fn open_keys(config: &Config, store: &Store) -> Result<(kek::Kek, KeyRing), StartError> {
+    let rows = store.signing_keys().await.map_err(db_error)?;
+    let kek = kek::load_or_create(config, !rows.is_empty()).map_err(StartError)?;
+    let now = crate::now_unix();
+    let ring = KeyRing::from_rows(&rows, &kek, now).map_err(|e| StartError(e.to_string()))?;
+    if ring.signer(now).is_some() {
+        return Ok((kek, ring));
+    }
+    let row = keyring::new_row(config.signing_alg, &kek, now, now).map_err(StartError)?;
+    store.insert_initial_key(&row, now).await.map_err(db_error)?;
+    let rows = store.signing_keys().await.map_err(db_error)?;
+    let ring = KeyRing::from_rows(&rows, &kek, now).map_err(|e| StartError(e.to_string()))?;
+    Ok((kek, ring))
+}
+
+fn db_error(e: crate::store::StoreError) -> StartError {
+    StartError(format!("GATEHOUSE_DATABASE_URL: {e}"))
+}
+
+/// Opens everything a node needs and loads its in-memory state.
+pub async fn open(config: Config) -> Result<AppState, StartError> {
+    let store = open_store(&config).await?;
+    let ephemeral = open_ephemeral(&config).await?;
+    let (kek, ring) = open_keys(&config, &store).await?;
+    let _ = store.purge_signing_keys(crate::now_unix() - 86_400).await;
+    let issuer = config.issuer();
+    let now = crate::now_unix();
+    let state = AppState::new(Shared {
+        discovery: Document::new(&crate::oidc::discovery(&issuer, &config)),
+        jwks: ArcSwap::from_pointee(Document::new(&ring.jwks(now))),
+        keys: ArcSwap::from_pointee(ring),
+        view: ArcSwap::from_pointee(None),
+        applied_seq: AtomicI64::new(0),
+        passwords: Passwords::new(),
+        metrics: Metrics::new(),
+        issuer,
+        config,
+        store,
+        ephemeral,
+        kek,
+    });
+    sync::reload(&state)
+        .await
+        .map_err(|e| StartError(format!("GATEHOUSE_DATABASE_URL: cannot load IAM data: {e}")))?;
+    Ok(state)
+}
+
+/// Serves HTTP on `listener` and follows the change sequence until `shutdown`
+/// completes; then stops accepting, lets in-flight requests finish (at most the
+/// configured grace period) and closes the stores.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let follower = tokio::spawn(sync::follow(state.clone(), stop_rx.clone()));
+    let app = crate::http::app(state.clone());
+    let mut on_stop = stop_rx.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = on_stop.wait_for(|stop| *stop).await;
+    });
+    let grace = Duration::from_secs(state.config.shutdown_grace_secs);
+    let mut deadline = stop_rx.clone();
+    let result = tokio::select! {
+        result = server => result,
+        _ = async move {
+            let _ = deadline.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("shutdown grace period over; dropping open connections");
+            Ok(())
+        }
+    };
+    follower.abort();
+    state.store.close().await;
+    result
+}
+
+/// `gatehouse serve`: binds the configured address and serves until SIGTERM or
+/// Ctrl-C.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let listen = config.listen;
+    let started = std::time::Instant::now();
+    let state = open(config).await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartError(format!("GATEHOUSE_LISTEN: cannot listen on {listen}: {e}")))?;
+    tracing::info!(
+        listen = %listen,
+        issuer = %state.issuer,
+        database = ?state.store.kind(),
+        short_lived_state = state.ephemeral.backend(),
+        ready_ms = started.elapsed().as_millis() as u64,
+        "gatehouse is serving"
+    );
+    serve(listener, state, shutdown_signal())
+        .await
+        .map_err(|e| StartError(format!("server error: {e}")))?;
+    tracing::info!("gatehouse stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

@@ -1,0 +1,127 @@
+//! The state a node shares between requests: configuration, stores, the key ring
+//! and the in-memory view of IAM data, each swapped whole when the change sequence
+//! moves so that readers never lock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::crypto::kek::Kek;
+use crate::crypto::keyring::KeyRing;
+use crate::crypto::password::Passwords;
+use crate::ephemeral::{Ephemeral, EphemeralStore};
+use crate::store::Store;
+use crate::store::iam::{BindingRow, ResourceRow};
+use crate::telemetry::Metrics;
+
+/// A JSON document served as is, with its validator.
+pub struct Document {
+    /// The body.
+    pub body: Bytes,
+    /// Strong entity tag (quoted).
+    pub etag: String,
+}
+
+impl Document {
+    /// Serializes `value` and derives its entity tag from the bytes.
+    pub fn new(value: &serde_json::Value) -> Document {
+        let body = Bytes::from(value.to_string());
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
+        let etag = format!("\"{}\"", crate::crypto::b64(&digest.as_ref()[..12]));
+        Document { body, etag }
+    }
+}
+
+/// The IAM data held in memory, loaded from the store at one change sequence.
+#[derive(Default)]
+pub struct View {
+    /// The change sequence it reflects.
+    pub seq: i64,
+    /// Live resources.
+    pub resources: Vec<ResourceRow>,
+    /// Every role binding.
+    pub bindings: Vec<BindingRow>,
+}
+
+/// Shared node state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+pub struct Shared {
+    /// The resolved configuration.
+    pub config: Config,
+    /// The issuer URL.
+    pub issuer: String,
+    /// The durable store.
+    pub store: Store,
+    /// Short-lived state.
+    pub ephemeral: Ephemeral,
+    /// The key-encryption key.
+    pub kek: Kek,
+    /// Password hashing with bounded concurrency.
+    pub passwords: Passwords,
+    /// The node's metrics.
+    pub metrics: Metrics,
+    /// The signing keys.
+    pub keys: ArcSwap<KeyRing>,
+    /// The JWKS document for the current key ring.
+    pub jwks: ArcSwap<Document>,
+    /// The discovery document.
+    pub discovery: Document,
+    /// IAM data in memory; `None` until first loaded.
+    pub view: ArcSwap<Option<View>>,
+    /// Highest change sequence applied.
+    pub applied_seq: AtomicI64,
+}
+
+impl AppState {
+    /// Wraps the parts into shared state.
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+
+    /// The change sequence this node has applied.
+    pub fn applied_seq(&self) -> i64 {
+        self.applied_seq.load(Ordering::Acquire)
+    }
+
+    /// Why the node is not ready, if it is not: the store or short-lived state is
+    /// unreachable, or the IAM view or the key ring is not loaded.
+    pub async fn readiness(&self) -> Result<(), String> {
+        let timeout = Duration::from_secs(1);
+        match tokio::time::timeout(timeout, self.store.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("store: {e}")),
+            Err(_) => return Err("store: no answer within 1s".into()),
+        }
+        match tokio::time::timeout(timeout, self.ephemeral.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("short-lived state ({}): {e}", self.ephemeral.backend())),
+            Err(_) => {
+                return Err(format!(
+                    "short-lived state ({}): no answer within 1s",
+                    self.ephemeral.backend()
+                ));
+            }
+        }
+        if self.view.load().is_none() {
+            return Err("evaluator: IAM data not loaded".into());
+        }
+        if self.keys.load().signer(crate::now_unix()).is_none() {
+            return Err("keys: no signing key is active".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! Following the change sequence: every IAM change bumps a durable sequence number;
+//! a node reloads what it holds in memory when a Redis notice arrives and also polls
+//! the sequence, so a lost notice delays a change by one poll interval at most.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::state::{AppState, Document, View};
+use crate::crypto::keyring::KeyRing;
+use crate::ephemeral::{Ephemeral, EphemeralStore};
+
+/// The notice channel for change-sequence bumps.
+pub const CHANGES: &str = "changes";
+
+/// Tells other nodes that the change sequence reached `seq` (best effort: they poll
+/// anyway).
+pub async fn announce(ephemeral: &Ephemeral, seq: i64) {
+    if let Err(e) = ephemeral.publish(CHANGES, &seq.to_string()).await {
+        tracing::debug!(error = %e, "change notice not sent; nodes will see it when they poll");
+    }
+}
+
+/// Reloads keys and IAM data from the store, then records the sequence they reflect.
+pub async fn reload(state: &AppState) -> Result<(), String> {
+    // Read the sequence first: anything committed after it is picked up next time.
+    let seq = state.store.current_seq().await.map_err(|e| e.to_string())?;
+    let rows = state.store.signing_keys().await.map_err(|e| e.to_string())?;
+    let now = crate::now_unix();
+    match KeyRing::from_rows(&rows, &state.kek, now) {
+        Ok(ring) => {
+            state.jwks.store(std::sync::Arc::new(Document::new(&ring.jwks(now))));
+            state.keys.store(std::sync::Arc::new(ring));
+        }
+        // Keep signing with what we have; the store holds a key we cannot open.
+        Err(e) => tracing::error!(error = %e, "stored signing keys changed but cannot be loaded"),
+    }
+    let resources = state.store.resources().await.map_err(|e| e.to_string())?;
+    let bindings = state.store.bindings().await.map_err(|e| e.to_string())?;
+    state
+        .view
+        .store(std::sync::Arc::new(Some(View { seq, resources, bindings })));
+    state.applied_seq.fetch_max(seq, Ordering::AcqRel);
+    Ok(())
+}
+
+/// Runs until `stop` turns true: reloads on notices and on each poll that finds a
+/// higher sequence, and refreshes the JWKS when a key's lifecycle time passes.
+pub async fn follow(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut notices = state.ephemeral.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(state.config.poll_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    let mut last_upkeep = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            notice = notices.recv() => match notice {
+                Ok(n) if n.channel == CHANGES => {}
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    notices = state.ephemeral.subscribe();
+                }
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match state.store.current_seq().await {
+            Ok(seq) if seq > state.applied_seq() => {
+                if let Err(e) = reload(&state).await {
+                    tracing::warn!(error = %e, "reload after change failed; retrying");
+                }
+                failing = false;
+            }
+            Ok(_) => {
+                if failing {
+                    tracing::info!("store reachable again");
+                }
+                failing = false;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot read the change sequence");
+                }
+                failing = true;
+            }
+        }
+        refresh_key_transitions(&state);
+        if last_upkeep.elapsed() >= Duration::from_secs(5) {
+            state.metrics.upkeep();
+            last_upkeep = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// Rebuilds the JWKS when a key became published, active or expired since it was
+/// built; keys change state by time alone between reloads.
+fn refresh_key_transitions(state: &AppState) {
+    let now = crate::now_unix();
+    let ring = state.keys.load();
+    let fresh = Document::new(&ring.jwks(now));
+    if fresh.etag != state.jwks.load().etag {
+        state.jwks.store(std::sync::Arc::new(fresh));
+    }
+}
