@@ -1,1 +1,9 @@
+#![allow(unreachable_pub)]
+//! gatehouse's integration tests: one binary, one module per feature. Each test
+//! starts what it needs (a server on a free port, a temporary SQLite file, a fresh
+//! PostgreSQL schema); PostgreSQL and Redis suites run when
+//! `GATEHOUSE_TEST_DATABASE_URL` and `GATEHOUSE_TEST_REDIS_URL` are set.
 
+mod ephemeral_contract;
+mod store_contract;
+mod support;
