@@ -48,7 +48,8 @@ pub fn valid_slug(slug: &str) -> bool {
     let b = slug.as_bytes();
     (2..=63).contains(&b.len())
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// Normalizes an email address (trimmed, lower case) or says why it is not one.
@@ -102,12 +103,10 @@ pub async fn run(
             req.org
         )));
     }
-    if let Some(sa) = &req.service_account {
-        if !valid_slug(sa) {
-            return Err(BootstrapError::Invalid(format!(
-                "--service-account: {sa:?} is not a valid slug ([a-z0-9][a-z0-9-]{{1,62}})"
-            )));
-        }
+    if let Some(sa) = req.service_account.as_ref().filter(|sa| !valid_slug(sa)) {
+        return Err(BootstrapError::Invalid(format!(
+            "--service-account: {sa:?} is not a valid slug ([a-z0-9][a-z0-9-]{{1,62}})"
+        )));
     }
     let email = normalize_email(&req.owner_email)
         .map_err(|e| BootstrapError::Invalid(format!("--owner-email: {e}")))?;
@@ -177,9 +176,21 @@ pub async fn run(
         "admin_client": { "client_id": ADMIN_CLIENT_ID, "redirect_uri": ADMIN_REDIRECT_URI, "public": true },
     });
     let mut events = vec![
-        ("organization.create", org_name.clone(), json!({ "name": org_name })),
-        ("user.create", email.clone(), json!({ "id": owner.id, "email": email, "email_verified": true })),
-        ("client.create", ADMIN_CLIENT_ID.to_owned(), json!({ "client_id": ADMIN_CLIENT_ID, "first_party": true })),
+        (
+            "organization.create",
+            org_name.clone(),
+            json!({ "name": org_name }),
+        ),
+        (
+            "user.create",
+            email.clone(),
+            json!({ "id": owner.id, "email": email, "email_verified": true }),
+        ),
+        (
+            "client.create",
+            ADMIN_CLIENT_ID.to_owned(),
+            json!({ "client_id": ADMIN_CLIENT_ID, "first_party": true }),
+        ),
     ];
     if let Some(slug) = &req.service_account {
         let sa = ServiceAccountRow {
@@ -203,9 +214,22 @@ pub async fn run(
             None,
         )
         .await?;
-        bindings.push((OWNER_ROLE, org_name.clone(), "serviceAccount", sa.id.clone()));
-        events.push(("service_account.create", sa.name.clone(), json!({ "name": sa.name, "client_id": sa.client_id })));
-        events.push(("service_account.secret.create", sa.name.clone(), json!({ "secret_id": secret_id })));
+        bindings.push((
+            OWNER_ROLE,
+            org_name.clone(),
+            "serviceAccount",
+            sa.id.clone(),
+        ));
+        events.push((
+            "service_account.create",
+            sa.name.clone(),
+            json!({ "name": sa.name, "client_id": sa.client_id }),
+        ));
+        events.push((
+            "service_account.secret.create",
+            sa.name.clone(),
+            json!({ "secret_id": secret_id }),
+        ));
         out["service_account"] = json!({
             "name": sa.name,
             "client_id": sa.client_id,
@@ -230,15 +254,31 @@ pub async fn run(
         ));
     }
     for (action, target, after) in events {
-        let scope = if target.starts_with("orgs/") { org_name.as_str() } else { "*" };
+        let scope = if target.starts_with("orgs/") {
+            org_name.as_str()
+        } else {
+            "*"
+        };
         audit::append(
             &mut tx,
             seq,
-            audit::NewAuditEvent { actor, action, target: &target, scope, before: None, after: Some(after) },
+            audit::NewAuditEvent {
+                actor,
+                action,
+                target: &target,
+                scope,
+                before: None,
+                after: Some(after),
+            },
         )
         .await?;
     }
-    store::set_meta(&mut tx, META_KEY, &json!({ "at": now, "org": org_name }).to_string()).await?;
+    store::set_meta(
+        &mut tx,
+        META_KEY,
+        &json!({ "at": now, "org": org_name }).to_string(),
+    )
+    .await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok((out, Some(seq)))
 }
@@ -252,15 +292,38 @@ mod tests {
         for ok in ["ab", "acme", "a-1", "0x", &"a".repeat(63)] {
             assert!(valid_slug(ok), "{ok}");
         }
-        for bad in ["", "a", "-ab", "Acme", "ac me", "ac_me", "äb", &"a".repeat(64), "ab/c", "../x"] {
+        for bad in [
+            "",
+            "a",
+            "-ab",
+            "Acme",
+            "ac me",
+            "ac_me",
+            "äb",
+            &"a".repeat(64),
+            "ab/c",
+            "../x",
+        ] {
             assert!(!valid_slug(bad), "{bad}");
         }
     }
 
     #[test]
     fn emails_normalize_and_reject_junk() {
-        assert_eq!(normalize_email("  Alice@Example.COM ").as_deref(), Ok("alice@example.com"));
-        for bad in ["", "alice", "@example.com", "alice@", "alice@localhost", "a b@example.com", "a@b@c.com", "<a>@x.com"] {
+        assert_eq!(
+            normalize_email("  Alice@Example.COM ").as_deref(),
+            Ok("alice@example.com")
+        );
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "alice@localhost",
+            "a b@example.com",
+            "a@b@c.com",
+            "<a>@x.com",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad}");
         }
     }

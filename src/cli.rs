@@ -82,7 +82,10 @@ pub fn run() -> ExitCode {
         }
     };
     let _guard = crate::telemetry::init_logging(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gatehouse: cannot start the runtime: {e}");
@@ -92,8 +95,20 @@ pub fn run() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve => server::run(config).await,
-            Command::Bootstrap { org, owner_email, owner_password_file, service_account } => {
-                bootstrap(config, org, owner_email, owner_password_file, service_account).await
+            Command::Bootstrap {
+                org,
+                owner_email,
+                owner_password_file,
+                service_account,
+            } => {
+                bootstrap(
+                    config,
+                    org,
+                    owner_email,
+                    owner_password_file,
+                    service_account,
+                )
+                .await
             }
             Command::Keys { command } => keys(config, command).await,
             Command::Migrate => {
@@ -119,7 +134,10 @@ fn print(value: serde_json::Value) {
 fn owner_password(file: Option<PathBuf>) -> Result<String, StartError> {
     if let Some(path) = file {
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            StartError(format!("--owner-password-file: cannot read {}: {e}", path.display()))
+            StartError(format!(
+                "--owner-password-file: cannot read {}: {e}",
+                path.display()
+            ))
         })?;
         return Ok(text.lines().next().unwrap_or("").to_owned());
     }
@@ -142,7 +160,12 @@ async fn bootstrap(
     let store = server::open_store(&config).await?;
     let ephemeral = server::open_ephemeral(&config).await?;
     let (kek, _) = server::open_keys(&config, &store).await?;
-    let request = crate::bootstrap::Request { org, owner_email, owner_password, service_account };
+    let request = crate::bootstrap::Request {
+        org,
+        owner_email,
+        owner_password,
+        service_account,
+    };
     let (out, seq) = crate::bootstrap::run(&store, &kek, &config.issuer(), request)
         .await
         .map_err(|e| StartError(e.to_string()))?;
@@ -163,7 +186,9 @@ async fn keys(config: Config, command: KeysCommand) -> Result<(), StartError> {
         KeysCommand::Rotate { alg } => {
             let alg = match alg {
                 Some(a) => a.parse::<SigningAlg>().map_err(|_| {
-                    StartError(format!("--alg: expected one of RS256, ES256, EdDSA, got {a:?}"))
+                    StartError(format!(
+                        "--alg: expected one of RS256, ES256, EdDSA, got {a:?}"
+                    ))
                 })?,
                 None => config.signing_alg,
             };
@@ -172,10 +197,15 @@ async fn keys(config: Config, command: KeysCommand) -> Result<(), StartError> {
             // Tokens signed just before retirement stay verifiable until they expire,
             // plus a minute of clock leeway.
             let publish_after = secs(config.max_signed_token_ttl_secs()) + 60;
-            store.rotate_signing_key(&row, publish_after, "system:keys").await.map_err(db)?;
+            store
+                .rotate_signing_key(&row, publish_after, "system:keys")
+                .await
+                .map_err(db)?;
             let _ = store.purge_signing_keys(now - 86_400).await;
             sync::announce(&ephemeral, store.current_seq().await.map_err(db)?).await;
-            print(json!({ "kid": row.kid, "alg": row.alg, "published_at": now, "activates_at": activates_at }));
+            print(
+                json!({ "kid": row.kid, "alg": row.alg, "published_at": now, "activates_at": activates_at }),
+            );
         }
         KeysCommand::Revoke { kid } => {
             let replacement = needs_replacement(&ring, &kid, now)
@@ -187,7 +217,9 @@ async fn keys(config: Config, command: KeysCommand) -> Result<(), StartError> {
                 .await
                 .map_err(db)?;
             if !found {
-                return Err(StartError(format!("no unrevoked signing key has kid {kid:?}")));
+                return Err(StartError(format!(
+                    "no unrevoked signing key has kid {kid:?}"
+                )));
             }
             sync::announce(&ephemeral, store.current_seq().await.map_err(db)?).await;
             print(json!({ "revoked": kid, "replacement": replacement.map(|r| r.kid) }));

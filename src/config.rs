@@ -227,12 +227,16 @@ impl Config {
         let path = path.map(Path::to_path_buf).or(env_path);
         let text = match &path {
             Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
-                ConfigError(format!("GATEHOUSE_CONFIG: cannot read {}: {e}", p.display()))
+                ConfigError(format!(
+                    "GATEHOUSE_CONFIG: cannot read {}: {e}",
+                    p.display()
+                ))
             })?),
             None => None,
         };
         Self::from_sources(
-            text.as_deref().map(|t| (path.as_deref().unwrap_or(Path::new("")), t)),
+            text.as_deref()
+                .map(|t| (path.as_deref().unwrap_or(Path::new("")), t)),
             &vars,
         )
     }
@@ -255,9 +259,10 @@ impl Config {
         }
         let parsed = match file {
             Some((path, text)) => toml::from_str::<FileConfig>(text).map_err(|e| {
-                let line = e
-                    .span()
-                    .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                let line = unknown_key_line(e.message(), text).or_else(|| {
+                    e.span()
+                        .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                });
                 let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
                 ConfigError(format!(
                     "config file {}{at}: {}",
@@ -267,11 +272,7 @@ impl Config {
             })?,
             None => FileConfig::default(),
         };
-        let lookup = |name: &str| {
-            vars.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
+        let lookup = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let config = layer(parsed, &lookup)?;
         config.validate()?;
         Ok(config)
@@ -332,9 +333,15 @@ impl Config {
             ));
         }
         for (name, value) in [
-            ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", self.access_token_ttl_secs),
+            (
+                "GATEHOUSE_ACCESS_TOKEN_TTL_SECS",
+                self.access_token_ttl_secs,
+            ),
             ("GATEHOUSE_ID_TOKEN_TTL_SECS", self.id_token_ttl_secs),
-            ("GATEHOUSE_REFRESH_TOKEN_TTL_SECS", self.refresh_token_ttl_secs),
+            (
+                "GATEHOUSE_REFRESH_TOKEN_TTL_SECS",
+                self.refresh_token_ttl_secs,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name}: must be at least 1")));
@@ -371,6 +378,18 @@ impl Config {
     pub fn max_signed_token_ttl_secs(&self) -> u64 {
         self.access_token_ttl_secs.max(self.id_token_ttl_secs)
     }
+}
+
+/// The line of an unknown top-level key (toml reports the whole table's span).
+fn unknown_key_line(message: &str, text: &str) -> Option<usize> {
+    let key = message.strip_prefix("unknown field `")?.split('`').next()?;
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// Tells which backend a database URL names, or why it names none.
@@ -431,11 +450,21 @@ mod tests {
 
     #[test]
     fn every_error_names_its_setting() {
-        let cases: &[(Option<&str>, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
             (Some("lisen = \"x\""), &[], "unknown field `lisen`"),
+            (
+                Some("log = \"info\"\n  lisen = 1"),
+                &[],
+                "line 2: unknown field `lisen`",
+            ),
             (Some("\n\nlisten = 5"), &[], "line 3"),
             (None, &[("GATEHOUSE_LISTEN", "nope")], "GATEHOUSE_LISTEN"),
-            (None, &[("GATEHOUSE_FOO", "1")], "GATEHOUSE_FOO: unknown setting"),
+            (
+                None,
+                &[("GATEHOUSE_FOO", "1")],
+                "GATEHOUSE_FOO: unknown setting",
+            ),
             (
                 None,
                 &[("GATEHOUSE_DATABASE_URL", "mysql://x/y")],

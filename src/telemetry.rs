@@ -72,9 +72,13 @@ impl Metrics {
             Label::new("status", status.to_string()),
         ];
         let counter = Key::from_parts("http_requests_total", labels.clone());
-        self.recorder.register_counter(&counter, &METADATA).increment(1);
+        self.recorder
+            .register_counter(&counter, &METADATA)
+            .increment(1);
         let latency = Key::from_parts("http_request_duration_seconds", labels);
-        self.recorder.register_histogram(&latency, &METADATA).record(seconds);
+        self.recorder
+            .register_histogram(&latency, &METADATA)
+            .record(seconds);
     }
 
     /// Sets a gauge.

@@ -26,7 +26,12 @@ pub enum JwtError {
 
 /// Signs `claims` with the ring's current key; `typ` goes into the header
 /// (`at+jwt` for access tokens, `JWT` for ID tokens).
-pub fn sign<T: Serialize>(ring: &KeyRing, now: i64, typ: &str, claims: &T) -> Result<String, JwtError> {
+pub fn sign<T: Serialize>(
+    ring: &KeyRing,
+    now: i64,
+    typ: &str,
+    claims: &T,
+) -> Result<String, JwtError> {
     let key = ring.signer(now).ok_or(JwtError::NoSigningKey)?;
     sign_with(key, typ, claims)
 }
@@ -55,7 +60,11 @@ fn sign_bytes(key: &SigningKey, msg: &[u8]) -> Result<Vec<u8>, JwtError> {
                 .map_err(|_| JwtError::Signing)?;
             Ok(sig)
         }
-        SigningKey::Ecdsa(pair) => Ok(pair.sign(&rng, msg).map_err(|_| JwtError::Signing)?.as_ref().to_vec()),
+        SigningKey::Ecdsa(pair) => Ok(pair
+            .sign(&rng, msg)
+            .map_err(|_| JwtError::Signing)?
+            .as_ref()
+            .to_vec()),
         SigningKey::Ed25519(pair) => Ok(pair.sign(msg).as_ref().to_vec()),
     }
 }
@@ -78,8 +87,11 @@ pub fn verify<T: DeserializeOwned>(
     token: &str,
     validation: &Validation,
 ) -> Result<T, JwtError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| JwtError::Invalid(e.to_string()))?;
-    let kid = header.kid.ok_or_else(|| JwtError::Invalid("no kid".into()))?;
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| JwtError::Invalid(e.to_string()))?;
+    let kid = header
+        .kid
+        .ok_or_else(|| JwtError::Invalid("no kid".into()))?;
     let key = ring
         .get(&kid, now)
         .ok_or_else(|| JwtError::Invalid(format!("unknown kid {kid}")))?;
@@ -141,7 +153,10 @@ mod tests {
         assert!(verify::<serde_json::Value>(&ring, 100, &none, &validation()).is_err());
         // HS256 keyed with the public JWK text
         let hs = jsonwebtoken::encode(
-            &jsonwebtoken::Header { kid: Some(kid.clone()), ..jsonwebtoken::Header::new(Algorithm::HS256) },
+            &jsonwebtoken::Header {
+                kid: Some(kid.clone()),
+                ..jsonwebtoken::Header::new(Algorithm::HS256)
+            },
             &claims(),
             &jsonwebtoken::EncodingKey::from_secret(ring.jwks(100).to_string().as_bytes()),
         )

@@ -129,9 +129,8 @@ pub fn load_or_create(config: &Config, store_has_keys: bool) -> Result<Kek, Stri
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !store_has_keys => {
             let (kek, text) = Kek::generate();
-            write_new(&path, &text).map_err(|e| {
-                format!("GATEHOUSE_KEYS_DIR: cannot write {}: {e}", path.display())
-            })?;
+            write_new(&path, &text)
+                .map_err(|e| format!("GATEHOUSE_KEYS_DIR: cannot write {}: {e}", path.display()))?;
             tracing::info!(path = %path.display(), "generated a key-encryption key");
             // Another process may have won the race to create it: use whatever is there.
             let saved = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
@@ -142,7 +141,10 @@ pub fn load_or_create(config: &Config, store_has_keys: bool) -> Result<Kek, Stri
              is set and {} does not exist",
             path.display()
         )),
-        Err(e) => Err(format!("GATEHOUSE_KEYS_DIR: cannot read {}: {e}", path.display())),
+        Err(e) => Err(format!(
+            "GATEHOUSE_KEYS_DIR: cannot read {}: {e}",
+            path.display()
+        )),
     }
 }
 

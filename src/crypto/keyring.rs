@@ -50,7 +50,9 @@ pub struct RingKey {
 impl RingKey {
     /// Whether the key may sign at `now`.
     pub fn signs_at(&self, now: i64) -> bool {
-        self.activates_at <= now && self.retires_at.is_none_or(|r| now < r) && self.published_at(now)
+        self.activates_at <= now
+            && self.retires_at.is_none_or(|r| now < r)
+            && self.published_at(now)
     }
 
     /// Whether the key is in the JWKS at `now`.
@@ -90,9 +92,13 @@ impl KeyRing {
                 .open(&row.kid, &row.private_key)
                 .map_err(|_| KeyError::WrongKek(row.kid.clone()))?;
             let invalid = |e: String| KeyError::Invalid(row.kid.clone(), e);
-            let alg: SigningAlg = row.alg.parse().map_err(|_| invalid(format!("alg {}", row.alg)))?;
+            let alg: SigningAlg = row
+                .alg
+                .parse()
+                .map_err(|_| invalid(format!("alg {}", row.alg)))?;
             let signing = parse_private(alg, &der).map_err(invalid)?;
-            let jwk: Value = serde_json::from_str(&row.public_jwk).map_err(|e| invalid(e.to_string()))?;
+            let jwk: Value =
+                serde_json::from_str(&row.public_jwk).map_err(|e| invalid(e.to_string()))?;
             let decoding = decoding_key(&jwk).map_err(invalid)?;
             keys.push(RingKey {
                 kid: row.kid.clone(),
@@ -125,7 +131,9 @@ impl KeyRing {
 
     /// The published key with this id.
     pub fn get(&self, kid: &str, now: i64) -> Option<&RingKey> {
-        self.keys.iter().find(|k| k.kid == kid && k.published_at(now))
+        self.keys
+            .iter()
+            .find(|k| k.kid == kid && k.published_at(now))
     }
 
     /// Keys published at `now`.
@@ -141,9 +149,12 @@ impl KeyRing {
 
 fn parse_private(alg: SigningAlg, der: &[u8]) -> Result<SigningKey, String> {
     Ok(match alg {
-        SigningAlg::RS256 => SigningKey::Rsa(RsaKeyPair::from_pkcs8(der).map_err(|e| e.to_string())?),
+        SigningAlg::RS256 => {
+            SigningKey::Rsa(RsaKeyPair::from_pkcs8(der).map_err(|e| e.to_string())?)
+        }
         SigningAlg::ES256 => SigningKey::Ecdsa(
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).map_err(|e| e.to_string())?,
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                .map_err(|e| e.to_string())?,
         ),
         SigningAlg::EdDSA => {
             SigningKey::Ed25519(Ed25519KeyPair::from_pkcs8(der).map_err(|e| e.to_string())?)
@@ -153,7 +164,8 @@ fn parse_private(alg: SigningAlg, der: &[u8]) -> Result<SigningKey, String> {
 
 /// A jsonwebtoken decoding key from a public JWK.
 pub fn decoding_key(jwk: &Value) -> Result<DecodingKey, String> {
-    let parsed: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).map_err(|e| e.to_string())?;
+    let parsed: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(jwk.clone()).map_err(|e| e.to_string())?;
     DecodingKey::from_jwk(&parsed).map_err(|e| e.to_string())
 }
 
@@ -227,4 +239,88 @@ pub fn new_row(alg: SigningAlg, kek: &Kek, now: i64, activates_at: i64) -> Resul
         expires_at: None,
         revoked_at: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kek: &Kek, activates: i64, retires: Option<i64>, expires: Option<i64>) -> KeyRow {
+        let mut r = new_row(SigningAlg::EdDSA, kek, 0, activates).expect("key");
+        r.retires_at = retires;
+        r.expires_at = expires;
+        r
+    }
+
+    fn kids(ring: &KeyRing, now: i64) -> Vec<String> {
+        ring.published(now).map(|k| k.kid.clone()).collect()
+    }
+
+    #[test]
+    fn rotation_publishes_first_signs_later_and_unpublishes_after_expiry() {
+        let (kek, _) = Kek::generate();
+        // old signs until 100, published until 700; new published now, signs from 100
+        let old = row(&kek, 0, Some(100), Some(700));
+        let new = row(&kek, 100, None, None);
+        let ring = KeyRing::from_rows(&[old.clone(), new.clone()], &kek, 50).expect("ring");
+        assert_eq!(ring.signer(50).expect("signer").kid, old.kid);
+        assert_eq!(kids(&ring, 50), vec![old.kid.clone(), new.kid.clone()]);
+        assert_eq!(ring.signer(100).expect("signer").kid, new.kid);
+        assert_eq!(
+            kids(&ring, 699).len(),
+            2,
+            "old key still verifies tokens it signed"
+        );
+        assert_eq!(kids(&ring, 700), vec![new.kid.clone()]);
+        assert!(ring.get(&old.kid, 700).is_none());
+        assert_eq!(ring.jwks(50)["keys"].as_array().expect("keys").len(), 2);
+    }
+
+    #[test]
+    fn revoked_and_expired_rows_are_not_loaded() {
+        let (kek, _) = Kek::generate();
+        let mut revoked = row(&kek, 0, None, None);
+        revoked.revoked_at = Some(5);
+        let expired = row(&kek, 0, Some(10), Some(20));
+        let live = row(&kek, 0, None, None);
+        let ring =
+            KeyRing::from_rows(&[revoked.clone(), expired, live.clone()], &kek, 30).expect("ring");
+        assert_eq!(kids(&ring, 30), vec![live.kid.clone()]);
+        assert!(ring.get(&revoked.kid, 30).is_none());
+    }
+
+    #[test]
+    fn a_retired_key_still_signs_when_its_successor_is_gone() {
+        let (kek, _) = Kek::generate();
+        let old = row(&kek, 0, Some(100), Some(700));
+        let ring = KeyRing::from_rows(std::slice::from_ref(&old), &kek, 200).expect("ring");
+        assert_eq!(ring.signer(200).expect("fallback").kid, old.kid);
+        assert!(ring.signer(700).is_none());
+    }
+
+    #[test]
+    fn a_wrong_key_encryption_key_is_refused() {
+        let (kek, _) = Kek::generate();
+        let (other, _) = Kek::generate();
+        let r = row(&kek, 0, None, None);
+        let err = KeyRing::from_rows(&[r], &other, 0)
+            .err()
+            .expect("must fail");
+        assert!(
+            err.to_string().starts_with("GATEHOUSE_KEY_ENCRYPTION_KEY"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn public_jwks_hold_no_private_parts() {
+        for alg in [SigningAlg::RS256, SigningAlg::ES256, SigningAlg::EdDSA] {
+            let key = generate(alg).expect("key");
+            for private in ["d", "p", "q", "dp", "dq", "qi"] {
+                assert!(key.jwk.get(private).is_none(), "{alg:?} leaks {private}");
+            }
+            assert_eq!(key.jwk["alg"], alg.as_str());
+            assert_eq!(key.jwk["use"], "sig");
+        }
+    }
 }

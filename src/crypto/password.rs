@@ -26,7 +26,8 @@ pub enum PasswordError {
 }
 
 fn argon2() -> Argon2<'static> {
-    let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None).expect("valid argon2 params");
+    let params =
+        Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None).expect("valid argon2 params");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
@@ -47,7 +48,9 @@ impl Default for Passwords {
 impl Passwords {
     /// A hasher allowing one hash per core at a time.
     pub fn new() -> Passwords {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Passwords {
             permits: Arc::new(Semaphore::new(cores)),
             dummy: Arc::new(hash_blocking("not a real password").unwrap_or_default()),
@@ -56,7 +59,11 @@ impl Passwords {
 
     /// Hashes a password into a PHC string.
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        let _permit = self.permits.acquire().await.map_err(|_| PasswordError::Unavailable)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| PasswordError::Unavailable)?;
         tokio::task::spawn_blocking(move || hash_blocking(&password))
             .await
             .map_err(|_| PasswordError::Unavailable)?
@@ -73,7 +80,10 @@ impl Passwords {
             None => ((*self.dummy).clone(), false),
         };
         tokio::task::spawn_blocking(move || {
-            argon2().verify_password(password.as_bytes(), hash.as_str()).is_ok() && real
+            argon2()
+                .verify_password(password.as_bytes(), hash.as_str())
+                .is_ok()
+                && real
         })
         .await
         .unwrap_or(false)

@@ -95,7 +95,10 @@ impl EphemeralStore for MemoryStore {
         let expires = Instant::now() + ttl;
         self.lock_for_write().insert(
             key.to_owned(),
-            Entry { value: Value::Bytes(value.to_vec()), expires },
+            Entry {
+                value: Value::Bytes(value.to_vec()),
+                expires,
+            },
         );
         Ok(())
     }
@@ -106,7 +109,13 @@ impl EphemeralStore for MemoryStore {
             return Ok(false);
         }
         let expires = Instant::now() + ttl;
-        map.insert(key.to_owned(), Entry { value: Value::Bytes(value.to_vec()), expires });
+        map.insert(
+            key.to_owned(),
+            Entry {
+                value: Value::Bytes(value.to_vec()),
+                expires,
+            },
+        );
         Ok(true)
     }
 
@@ -141,7 +150,13 @@ impl EphemeralStore for MemoryStore {
             return Ok(next);
         }
         let expires = Instant::now() + ttl;
-        map.insert(key.to_owned(), Entry { value: Value::Counter(1), expires });
+        map.insert(
+            key.to_owned(),
+            Entry {
+                value: Value::Counter(1),
+                expires,
+            },
+        );
         Ok(1)
     }
 

@@ -39,7 +39,12 @@ pub struct Notice {
 /// The contract both implementations keep (see the contract suite in `tests/`).
 pub trait EphemeralStore: Send + Sync {
     /// Stores `value` under `key` for `ttl`, replacing any value.
-    fn put(&self, key: &str, value: &[u8], ttl: Duration) -> impl Future<Output = Result<()>> + Send;
+    fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Stores `value` only if `key` holds nothing; tells whether it did.
     fn put_if_absent(
         &self,

@@ -56,7 +56,11 @@ impl RedisStore {
             .map_err(unavailable)?;
         let (notices, _) = broadcast::channel(1024);
         tokio::spawn(subscription(client, notices.clone()));
-        Ok(RedisStore { conn, notices, incr: redis::Script::new(INCR_SCRIPT) })
+        Ok(RedisStore {
+            conn,
+            notices,
+            incr: redis::Script::new(INCR_SCRIPT),
+        })
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
@@ -75,7 +79,11 @@ async fn subscription(client: redis::Client, notices: broadcast::Sender<Notice>)
         }
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
-                if pubsub.psubscribe(format!("{CHANNEL_PREFIX}*")).await.is_ok() {
+                if pubsub
+                    .psubscribe(format!("{CHANNEL_PREFIX}*"))
+                    .await
+                    .is_ok()
+                {
                     delay = Duration::from_millis(100);
                     let mut stream = pubsub.on_message();
                     while let Some(msg) = stream.next().await {
@@ -84,7 +92,10 @@ async fn subscription(client: redis::Client, notices: broadcast::Sender<Notice>)
                             continue;
                         };
                         let message: String = msg.get_payload().unwrap_or_default();
-                        let _ = notices.send(Notice { channel: channel.to_owned(), message });
+                        let _ = notices.send(Notice {
+                            channel: channel.to_owned(),
+                            message,
+                        });
                     }
                 }
                 tracing::warn!("redis notice subscription lost; reconnecting");
@@ -98,8 +109,14 @@ async fn subscription(client: redis::Client, notices: broadcast::Sender<Notice>)
 
 impl EphemeralStore for RedisStore {
     async fn put(&self, k: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        self.run::<()>(redis::cmd("SET").arg(key(k)).arg(value).arg("PX").arg(ttl_millis(ttl)))
-            .await
+        self.run::<()>(
+            redis::cmd("SET")
+                .arg(key(k))
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_millis(ttl)),
+        )
+        .await
     }
 
     async fn put_if_absent(&self, k: &str, value: &[u8], ttl: Duration) -> Result<bool> {
@@ -139,8 +156,12 @@ impl EphemeralStore for RedisStore {
     }
 
     async fn publish(&self, channel: &str, message: &str) -> Result<()> {
-        self.run::<()>(redis::cmd("PUBLISH").arg(format!("{CHANNEL_PREFIX}{channel}")).arg(message))
-            .await
+        self.run::<()>(
+            redis::cmd("PUBLISH")
+                .arg(format!("{CHANNEL_PREFIX}{channel}"))
+                .arg(message),
+        )
+        .await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Notice> {
@@ -152,7 +173,9 @@ impl EphemeralStore for RedisStore {
         if pong == "PONG" {
             Ok(())
         } else {
-            Err(EphemeralError::Unavailable(format!("unexpected PING reply {pong:?}")))
+            Err(EphemeralError::Unavailable(format!(
+                "unexpected PING reply {pong:?}"
+            )))
         }
     }
 }

@@ -18,7 +18,9 @@ pub async fn healthz() -> Response {
 /// `GET /readyz`.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.readiness().await {
-        Ok(()) => Json(json!({ "status": "ready", "change_seq": state.applied_seq() })).into_response(),
+        Ok(()) => {
+            Json(json!({ "status": "ready", "change_seq": state.applied_seq() })).into_response()
+        }
         Err(reason) => {
             tracing::warn!(%reason, "not ready");
             (
@@ -49,7 +51,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     m.gauge("change_seq_applied", &[], state.applied_seq() as f64);
     m.upkeep();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         m.render(),
     )
         .into_response()

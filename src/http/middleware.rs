@@ -31,7 +31,8 @@ fn incoming_id(req: &Request) -> Option<String> {
     let v = req.headers().get(&REQUEST_ID)?.to_str().ok()?;
     let ok = !v.is_empty()
         && v.len() <= 64
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     ok.then(|| v.to_owned())
 }
 
@@ -69,7 +70,10 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     if let Ok(v) = HeaderValue::from_str(&id) {
         headers.insert(&REQUEST_ID, v);
     }
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers
         .entry(header::REFERRER_POLICY)
         .or_insert(HeaderValue::from_static("no-referrer"));

@@ -48,14 +48,23 @@ fn document(doc: &Document, max_age: u64, headers: &HeaderMap) -> Response {
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == doc.etag || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == doc.etag || t.trim() == "*")
+        });
     if not_modified {
-        return (StatusCode::NOT_MODIFIED, [(header::CACHE_CONTROL, cache), (header::ETAG, etag)])
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::CACHE_CONTROL, cache), (header::ETAG, etag)],
+        )
             .into_response();
     }
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
             (header::CACHE_CONTROL, cache),
             (header::ETAG, etag),
         ],

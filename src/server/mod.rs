@@ -36,7 +36,11 @@ pub struct StartError(pub String);
 pub async fn open_store(config: &Config) -> Result<Store, StartError> {
     let store = Store::connect(&config.database_url(), config.database_max_connections)
         .await
-        .map_err(|e| StartError(format!("GATEHOUSE_DATABASE_URL: cannot open the database: {e}")))?;
+        .map_err(|e| {
+            StartError(format!(
+                "GATEHOUSE_DATABASE_URL: cannot open the database: {e}"
+            ))
+        })?;
     store
         .migrate()
         .await
@@ -62,7 +66,10 @@ pub async fn open_keys(config: &Config, store: &Store) -> Result<(kek::Kek, KeyR
         return Ok((kek, ring));
     }
     let row = keyring::new_row(config.signing_alg, &kek, now, now).map_err(StartError)?;
-    store.insert_initial_key(&row, now).await.map_err(db_error)?;
+    store
+        .insert_initial_key(&row, now)
+        .await
+        .map_err(db_error)?;
     let rows = store.signing_keys().await.map_err(db_error)?;
     let ring = KeyRing::from_rows(&rows, &kek, now).map_err(|e| StartError(e.to_string()))?;
     Ok((kek, ring))

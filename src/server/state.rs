@@ -108,7 +108,12 @@ impl AppState {
         }
         match tokio::time::timeout(timeout, self.ephemeral.ping()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("short-lived state ({}): {e}", self.ephemeral.backend())),
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "short-lived state ({}): {e}",
+                    self.ephemeral.backend()
+                ));
+            }
             Err(_) => {
                 return Err(format!(
                     "short-lived state ({}): no answer within 1s",

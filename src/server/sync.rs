@@ -26,11 +26,17 @@ pub async fn announce(ephemeral: &Ephemeral, seq: i64) {
 pub async fn reload(state: &AppState) -> Result<(), String> {
     // Read the sequence first: anything committed after it is picked up next time.
     let seq = state.store.current_seq().await.map_err(|e| e.to_string())?;
-    let rows = state.store.signing_keys().await.map_err(|e| e.to_string())?;
+    let rows = state
+        .store
+        .signing_keys()
+        .await
+        .map_err(|e| e.to_string())?;
     let now = crate::now_unix();
     match KeyRing::from_rows(&rows, &state.kek, now) {
         Ok(ring) => {
-            state.jwks.store(std::sync::Arc::new(Document::new(&ring.jwks(now))));
+            state
+                .jwks
+                .store(std::sync::Arc::new(Document::new(&ring.jwks(now))));
             state.keys.store(std::sync::Arc::new(ring));
         }
         // Keep signing with what we have; the store holds a key we cannot open.
@@ -38,9 +44,11 @@ pub async fn reload(state: &AppState) -> Result<(), String> {
     }
     let resources = state.store.resources().await.map_err(|e| e.to_string())?;
     let bindings = state.store.bindings().await.map_err(|e| e.to_string())?;
-    state
-        .view
-        .store(std::sync::Arc::new(Some(View { seq, resources, bindings })));
+    state.view.store(std::sync::Arc::new(Some(View {
+        seq,
+        resources,
+        bindings,
+    })));
     state.applied_seq.fetch_max(seq, Ordering::AcqRel);
     Ok(())
 }

@@ -81,7 +81,11 @@ type Row = (
 
 impl Store {
     /// Audit events after `after_id` (exclusive), oldest first, at most `limit`.
-    pub async fn audit_events(&self, after_id: Option<&str>, limit: i64) -> Result<Vec<AuditEvent>> {
+    pub async fn audit_events(
+        &self,
+        after_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>> {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, seq, at, actor, action, target, scope, before_state, after_state \
              FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2",
@@ -92,17 +96,19 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, seq, at, actor, action, target, scope, before, after)| AuditEvent {
-                id,
-                seq,
-                at,
-                actor,
-                action,
-                target,
-                scope,
-                before: before.and_then(|s| serde_json::from_str(&s).ok()),
-                after: after.and_then(|s| serde_json::from_str(&s).ok()),
-            })
+            .map(
+                |(id, seq, at, actor, action, target, scope, before, after)| AuditEvent {
+                    id,
+                    seq,
+                    at,
+                    actor,
+                    action,
+                    target,
+                    scope,
+                    before: before.and_then(|s| serde_json::from_str(&s).ok()),
+                    after: after.and_then(|s| serde_json::from_str(&s).ok()),
+                },
+            )
             .collect())
     }
 }

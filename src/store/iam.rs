@@ -187,8 +187,8 @@ pub async fn insert_secret(
 
 /// Inserts an OAuth client.
 pub async fn insert_client(tx: &mut AnyConnection, c: &ClientRow) -> Result<()> {
-    let uris = serde_json::to_string(&c.redirect_uris)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let uris =
+        serde_json::to_string(&c.redirect_uris).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     sqlx::query(
         "INSERT INTO clients (client_id, parent, display_name, redirect_uris, public_client, first_party, default_api, secret_hash, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -227,7 +227,16 @@ pub async fn insert_binding(tx: &mut AnyConnection, b: &BindingRow) -> Result<()
     Ok(())
 }
 
-type ResourceTuple = (String, String, String, Option<String>, String, String, i64, Option<i64>);
+type ResourceTuple = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+    Option<i64>,
+);
 
 fn resource_from(r: ResourceTuple) -> ResourceRow {
     ResourceRow {
@@ -242,20 +251,29 @@ fn resource_from(r: ResourceTuple) -> ResourceRow {
     }
 }
 
+type ServiceAccountTuple = (String, String, String, String, String, String, String, i64);
 type UserTuple = (String, String, String, Option<String>, i64, i64);
-type ClientTuple = (String, String, String, String, i64, i64, Option<String>, Option<String>);
+type ClientTuple = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+);
 
 impl Store {
     /// Looks a resource up by name, deleted ones included.
     pub async fn resource(&self, name: &str) -> Result<Option<ResourceRow>> {
-        let row: Option<ResourceTuple> =
-            sqlx::query_as(
-                "SELECT id, name, kind, parent, slug, display_name, created_at, deleted_at \
+        let row: Option<ResourceTuple> = sqlx::query_as(
+            "SELECT id, name, kind, parent, slug, display_name, created_at, deleted_at \
                  FROM resources WHERE name = $1",
-            )
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?;
+        )
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
         Ok(row.map(resource_from))
     }
 
@@ -283,14 +301,13 @@ impl Store {
         &self,
         client_id: &str,
     ) -> Result<Option<ServiceAccountRow>> {
-        let row: Option<(String, String, String, String, String, String, String, i64)> =
-            sqlx::query_as(
-                "SELECT id, client_id, name, parent, slug, display_name, description, disabled \
+        let row: Option<ServiceAccountTuple> = sqlx::query_as(
+            "SELECT id, client_id, name, parent, slug, display_name, description, disabled \
                  FROM service_accounts WHERE client_id = $1",
-            )
-            .bind(client_id)
-            .fetch_optional(self.pool())
-            .await?;
+        )
+        .bind(client_id)
+        .fetch_optional(self.pool())
+        .await?;
         Ok(row.map(|r| ServiceAccountRow {
             id: r.0,
             client_id: r.1,
@@ -364,16 +381,12 @@ impl Store {
 
     /// Live (not deleted) resources, parents before children.
     pub async fn resources(&self) -> Result<Vec<ResourceRow>> {
-        let rows: Vec<ResourceTuple> =
-            sqlx::query_as(
-                "SELECT id, name, kind, parent, slug, display_name, created_at, deleted_at \
+        let rows: Vec<ResourceTuple> = sqlx::query_as(
+            "SELECT id, name, kind, parent, slug, display_name, created_at, deleted_at \
                  FROM resources WHERE deleted_at IS NULL ORDER BY name",
-            )
-            .fetch_all(self.pool())
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(resource_from)
-            .collect())
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(resource_from).collect())
     }
 }

@@ -26,7 +26,17 @@ pub struct KeyRow {
     pub revoked_at: Option<i64>,
 }
 
-type Row = (String, String, String, String, i64, i64, Option<i64>, Option<i64>, Option<i64>);
+type Row = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
 
 fn from_row(r: Row) -> KeyRow {
     KeyRow {
@@ -42,8 +52,7 @@ fn from_row(r: Row) -> KeyRow {
     }
 }
 
-const COLUMNS: &str =
-    "kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at, revoked_at";
+const COLUMNS: &str = "kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at, revoked_at";
 
 impl Store {
     /// Every stored key, oldest first.
@@ -75,7 +84,12 @@ impl Store {
             return Ok(false);
         }
         insert(&mut tx, key).await?;
-        audit::append(&mut tx, seq, key_event("system:serve", "signing_key.create", key)).await?;
+        audit::append(
+            &mut tx,
+            seq,
+            key_event("system:serve", "signing_key.create", key),
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }

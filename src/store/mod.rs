@@ -50,10 +50,10 @@ pub enum StoreError {
 impl StoreError {
     /// Maps unique-constraint violations to [`StoreError::Conflict`].
     fn from_write(e: sqlx::Error, what: &str) -> StoreError {
-        if let sqlx::Error::Database(db) = &e {
-            if db.is_unique_violation() {
-                return StoreError::Conflict(format!("{what} already exists"));
-            }
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            return StoreError::Conflict(format!("{what} already exists"));
         }
         StoreError::Database(e)
     }
@@ -77,8 +77,8 @@ impl Store {
     /// when needed. It does not migrate; see [`Store::migrate`].
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
         sqlx::any::install_default_drivers();
-        let kind =
-            database_kind(url).map_err(|e| StoreError::Unavailable(e.0.replace("GATEHOUSE_DATABASE_URL: ", "")))?;
+        let kind = database_kind(url)
+            .map_err(|e| StoreError::Unavailable(e.0.replace("GATEHOUSE_DATABASE_URL: ", "")))?;
         if kind == DatabaseKind::Sqlite {
             prepare_sqlite(url).await?;
         }
@@ -217,12 +217,12 @@ async fn prepare_sqlite(url: &str) -> Result<()> {
         .map_err(|e| StoreError::Unavailable(e.to_string()))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal);
-    if let Some(dir) = options.get_filename().parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
+    if let Some(dir) = options.get_filename().parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
     }
     let conn = sqlx::SqliteConnection::connect_with(&options)
         .await

@@ -11,7 +11,11 @@ fn key(name: &str) -> String {
 }
 
 /// The contract; `a` and `b` are two handles on the same state (two nodes).
-async fn contract<S: EphemeralStore + Clone + 'static>(a: &S, b: &S, ttl_wait: impl AsyncFn(Duration)) {
+async fn contract<S: EphemeralStore + Clone + 'static>(
+    a: &S,
+    b: &S,
+    ttl_wait: impl AsyncFn(Duration),
+) {
     let long = Duration::from_secs(60);
 
     // put, get from the other handle, replace
@@ -30,7 +34,10 @@ async fn contract<S: EphemeralStore + Clone + 'static>(a: &S, b: &S, ttl_wait: i
     let k = key("nx");
     assert!(a.put_if_absent(&k, b"first", long).await.expect("nx"));
     assert!(!b.put_if_absent(&k, b"second", long).await.expect("nx"));
-    assert_eq!(a.get(&k).await.expect("get").as_deref(), Some(&b"first"[..]));
+    assert_eq!(
+        a.get(&k).await.expect("get").as_deref(),
+        Some(&b"first"[..])
+    );
 
     // take is atomic: of many concurrent takers exactly one wins
     let k = key("code");
@@ -69,8 +76,15 @@ async fn contract<S: EphemeralStore + Clone + 'static>(a: &S, b: &S, ttl_wait: i
     ttl_wait(Duration::from_millis(450)).await;
     assert_eq!(b.get(&kv).await.expect("get"), None, "value expired");
     assert_eq!(b.take(&kv).await.expect("take"), None);
-    assert_eq!(b.incr(&kc, short).await.expect("incr"), 1, "counter restarts after expiry");
-    assert!(b.put_if_absent(&kn, b"y", short).await.expect("nx"), "slot free after expiry");
+    assert_eq!(
+        b.incr(&kc, short).await.expect("incr"),
+        1,
+        "counter restarts after expiry"
+    );
+    assert!(
+        b.put_if_absent(&kn, b"y", short).await.expect("nx"),
+        "slot free after expiry"
+    );
 
     // notices reach every subscriber, on every handle
     let mut rx = b.subscribe();
@@ -102,7 +116,9 @@ async fn memory_keeps_the_contract() {
 #[tokio::test(start_paused = true)]
 async fn memory_expiry_follows_the_clock() {
     let s = MemoryStore::new();
-    s.put("k", b"v", Duration::from_secs(300)).await.expect("put");
+    s.put("k", b"v", Duration::from_secs(300))
+        .await
+        .expect("put");
     s.incr("c", Duration::from_secs(60)).await.expect("incr");
     tokio::time::advance(Duration::from_secs(299)).await;
     assert!(s.get("k").await.expect("get").is_some());
@@ -111,7 +127,9 @@ async fn memory_expiry_follows_the_clock() {
     assert!(s.get("k").await.expect("get").is_none());
     // many expired entries are swept by later writes, not kept forever
     for i in 0..3000 {
-        s.put(&format!("x{i}"), b"v", Duration::from_secs(1)).await.expect("put");
+        s.put(&format!("x{i}"), b"v", Duration::from_secs(1))
+            .await
+            .expect("put");
     }
     tokio::time::advance(Duration::from_secs(2)).await;
     for i in 0..3000 {
@@ -121,7 +139,9 @@ async fn memory_expiry_follows_the_clock() {
 
 #[tokio::test]
 async fn redis_keeps_the_contract() {
-    let Some(url) = support::redis_url() else { return };
+    let Some(url) = support::redis_url() else {
+        return;
+    };
     let a = RedisStore::connect(&url).await.expect("connect");
     let b = RedisStore::connect(&url).await.expect("second node");
     contract(&a, &b, async |d| tokio::time::sleep(d).await).await;
@@ -129,7 +149,9 @@ async fn redis_keeps_the_contract() {
 
 #[tokio::test]
 async fn redis_reconnects_after_an_outage() {
-    let Some(url) = support::redis_url() else { return };
+    let Some(url) = support::redis_url() else {
+        return;
+    };
     let upstream = url::Url::parse(&url).expect("redis url");
     let proxy = Proxy::start(format!(
         "{}:{}",
@@ -167,7 +189,10 @@ async fn redis_reconnects_after_an_outage() {
         }
     })
     .await;
-    assert!(got.is_ok(), "the notice subscription recovers after the outage");
+    assert!(
+        got.is_ok(),
+        "the notice subscription recovers after the outage"
+    );
 }
 
 #[tokio::test]

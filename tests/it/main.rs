@@ -4,6 +4,11 @@
 //! PostgreSQL schema); PostgreSQL and Redis suites run when
 //! `GATEHOUSE_TEST_DATABASE_URL` and `GATEHOUSE_TEST_REDIS_URL` are set.
 
+mod bootstrap_cli;
+mod discovery;
 mod ephemeral_contract;
+mod keys;
+mod lifecycle;
+mod readiness;
 mod store_contract;
 mod support;

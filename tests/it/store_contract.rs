@@ -36,12 +36,16 @@ async fn contract(store: &Store) {
     // The change sequence moves only with committed transactions.
     let start = store.current_seq().await.expect("seq");
     let mut tx = store.begin().await.expect("begin");
-    let seq = store::bump_change(&mut tx, "test", "x").await.expect("bump");
+    let seq = store::bump_change(&mut tx, "test", "x")
+        .await
+        .expect("bump");
     assert_eq!(seq, start + 1);
     tx.rollback().await.expect("rollback");
     assert_eq!(store.current_seq().await.expect("seq"), start);
     let mut tx = store.begin().await.expect("begin");
-    store::bump_change(&mut tx, "test", "x").await.expect("bump");
+    store::bump_change(&mut tx, "test", "x")
+        .await
+        .expect("bump");
     store::set_meta(&mut tx, "k", "v1").await.expect("meta");
     store::set_meta(&mut tx, "k", "v2").await.expect("meta");
     tx.commit().await.expect("commit");
@@ -54,7 +58,9 @@ async fn contract(store: &Store) {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
             let mut tx = s.begin().await.expect("begin");
-            let seq = store::bump_change(&mut tx, "test", "c").await.expect("bump");
+            let seq = store::bump_change(&mut tx, "test", "c")
+                .await
+                .expect("bump");
             tx.commit().await.expect("commit");
             seq
         }));
@@ -65,7 +71,11 @@ async fn contract(store: &Store) {
     }
     seqs.sort();
     seqs.dedup();
-    assert_eq!(seqs.len(), 12, "every writer got a distinct sequence number");
+    assert_eq!(
+        seqs.len(),
+        12,
+        "every writer got a distinct sequence number"
+    );
     assert_eq!(store.current_seq().await.expect("seq"), start + 13);
 
     // IAM rows round-trip; names and emails are unique.
@@ -94,7 +104,10 @@ async fn contract(store: &Store) {
         client_id: "c1".into(),
         parent: "orgs/contract".into(),
         display_name: "App".into(),
-        redirect_uris: vec!["https://app.example/cb".into(), "http://127.0.0.1/cb".into()],
+        redirect_uris: vec![
+            "https://app.example/cb".into(),
+            "http://127.0.0.1/cb".into(),
+        ],
         public_client: true,
         first_party: false,
         default_api: None,
@@ -112,8 +125,12 @@ async fn contract(store: &Store) {
         disabled: false,
     };
     iam::insert_service_account(&mut tx, &sa).await.expect("sa");
-    iam::insert_secret(&mut tx, &id(), &sa.id, "live", None).await.expect("secret");
-    iam::insert_secret(&mut tx, &id(), &sa.id, "expired", Some(10)).await.expect("secret");
+    iam::insert_secret(&mut tx, &id(), &sa.id, "live", None)
+        .await
+        .expect("secret");
+    iam::insert_secret(&mut tx, &id(), &sa.id, "expired", Some(10))
+        .await
+        .expect("secret");
     let binding = BindingRow {
         id: id(),
         scope: "orgs/contract".into(),
@@ -122,35 +139,72 @@ async fn contract(store: &Store) {
         principal_id: user.id.clone(),
         expires_at: Some(4_000_000_000),
     };
-    iam::insert_binding(&mut tx, &binding).await.expect("binding");
+    iam::insert_binding(&mut tx, &binding)
+        .await
+        .expect("binding");
     tx.commit().await.expect("commit");
 
-    assert_eq!(store.resource("orgs/contract").await.expect("get"), Some(org.clone()));
-    assert_eq!(store.user_by_email("alice@example.com").await.expect("get"), Some(user.clone()));
+    assert_eq!(
+        store.resource("orgs/contract").await.expect("get"),
+        Some(org.clone())
+    );
+    assert_eq!(
+        store.user_by_email("alice@example.com").await.expect("get"),
+        Some(user.clone())
+    );
     assert_eq!(store.client("c1").await.expect("get"), Some(client));
-    assert_eq!(store.service_account_by_client_id(&sa.client_id).await.expect("get"), Some(sa.clone()));
-    assert_eq!(store.secret_hashes(&sa.id, 100).await.expect("get"), vec!["live".to_string()]);
+    assert_eq!(
+        store
+            .service_account_by_client_id(&sa.client_id)
+            .await
+            .expect("get"),
+        Some(sa.clone())
+    );
+    assert_eq!(
+        store.secret_hashes(&sa.id, 100).await.expect("get"),
+        vec!["live".to_string()]
+    );
     assert!(store.bindings().await.expect("list").contains(&binding));
     assert!(store.resources().await.expect("list").contains(&org));
 
     let mut tx = store.begin().await.expect("begin");
-    let dup = ResourceRow { id: id(), ..org.clone() };
-    assert!(matches!(iam::insert_resource(&mut tx, &dup).await, Err(StoreError::Conflict(_))));
+    let dup = ResourceRow {
+        id: id(),
+        ..org.clone()
+    };
+    assert!(matches!(
+        iam::insert_resource(&mut tx, &dup).await,
+        Err(StoreError::Conflict(_))
+    ));
     drop(tx);
     let mut tx = store.begin().await.expect("begin");
-    let dup = UserRow { id: id(), ..user.clone() };
-    assert!(matches!(iam::insert_user(&mut tx, &dup).await, Err(StoreError::Conflict(_))));
+    let dup = UserRow {
+        id: id(),
+        ..user.clone()
+    };
+    assert!(matches!(
+        iam::insert_user(&mut tx, &dup).await,
+        Err(StoreError::Conflict(_))
+    ));
     drop(tx);
     let mut tx = store.begin().await.expect("begin");
-    let dup = BindingRow { id: id(), ..binding.clone() };
-    assert!(matches!(iam::insert_binding(&mut tx, &dup).await, Err(StoreError::Conflict(_))));
+    let dup = BindingRow {
+        id: id(),
+        ..binding.clone()
+    };
+    assert!(matches!(
+        iam::insert_binding(&mut tx, &dup).await,
+        Err(StoreError::Conflict(_))
+    ));
     drop(tx);
 
     // Audit events are appended in order and paged by id.
     let before = store.audit_events(None, 10_000).await.expect("list").len();
     for n in 0..3 {
         let mut tx = store.begin().await.expect("begin");
-        let seq = store::bump_change(&mut tx, "test", "a").await.expect("bump");
+        let seq = store::bump_change(&mut tx, "test", "a")
+            .await
+            .expect("bump");
         audit::append(
             &mut tx,
             seq,
@@ -170,31 +224,71 @@ async fn contract(store: &Store) {
     let all = store.audit_events(None, 10_000).await.expect("list");
     assert_eq!(all.len(), before + 3);
     let tail = &all[before..];
-    assert_eq!(tail.iter().map(|e| e.after.clone().expect("after")["n"].clone()).collect::<Vec<_>>(), vec![json!(0), json!(1), json!(2)]);
-    let page = store.audit_events(Some(&tail[0].id), 1).await.expect("page");
+    assert_eq!(
+        tail.iter()
+            .map(|e| e.after.clone().expect("after")["n"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(0), json!(1), json!(2)]
+    );
+    let page = store
+        .audit_events(Some(&tail[0].id), 1)
+        .await
+        .expect("page");
     assert_eq!(page, vec![tail[1].clone()]);
 
     // Signing keys: the first key is stored once, rotation retires, revocation marks.
     let (kek, _) = Kek::generate();
     let now = gatehouse::now_unix();
-    let first = keyring::new_row(gatehouse::config::SigningAlg::ES256, &kek, now, now).expect("key");
+    let first =
+        keyring::new_row(gatehouse::config::SigningAlg::ES256, &kek, now, now).expect("key");
     assert!(store.insert_initial_key(&first, now).await.expect("insert"));
-    let other = keyring::new_row(gatehouse::config::SigningAlg::ES256, &kek, now, now).expect("key");
-    assert!(!store.insert_initial_key(&other, now).await.expect("insert"), "a usable key exists");
-    let next = keyring::new_row(gatehouse::config::SigningAlg::ES256, &kek, now, now + 300).expect("key");
-    store.rotate_signing_key(&next, 660, "test").await.expect("rotate");
+    let other =
+        keyring::new_row(gatehouse::config::SigningAlg::ES256, &kek, now, now).expect("key");
+    assert!(
+        !store.insert_initial_key(&other, now).await.expect("insert"),
+        "a usable key exists"
+    );
+    let next =
+        keyring::new_row(gatehouse::config::SigningAlg::ES256, &kek, now, now + 300).expect("key");
+    store
+        .rotate_signing_key(&next, 660, "test")
+        .await
+        .expect("rotate");
     let rows = store.signing_keys().await.expect("keys");
     let old = rows.iter().find(|r| r.kid == first.kid).expect("old");
     assert_eq!(old.retires_at, Some(now + 300));
     assert_eq!(old.expires_at, Some(now + 960));
     let new = rows.iter().find(|r| r.kid == next.kid).expect("new");
     assert_eq!(new.retires_at, None);
-    assert_eq!(kek.open(&new.kid, &new.private_key).is_ok(), true);
-    assert!(store.revoke_signing_key(&first.kid, None, "test").await.expect("revoke"));
-    assert!(!store.revoke_signing_key(&first.kid, None, "test").await.expect("revoke"), "already revoked");
-    assert!(!store.revoke_signing_key("nope", None, "test").await.expect("revoke"));
+    assert!(kek.open(&new.kid, &new.private_key).is_ok());
+    assert!(
+        store
+            .revoke_signing_key(&first.kid, None, "test")
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .revoke_signing_key(&first.kid, None, "test")
+            .await
+            .expect("revoke"),
+        "already revoked"
+    );
+    assert!(
+        !store
+            .revoke_signing_key("nope", None, "test")
+            .await
+            .expect("revoke")
+    );
     assert_eq!(store.purge_signing_keys(now + 1).await.expect("purge"), 1);
-    assert!(store.signing_keys().await.expect("keys").iter().all(|r| r.kid != first.kid));
+    assert!(
+        store
+            .signing_keys()
+            .await
+            .expect("keys")
+            .iter()
+            .all(|r| r.kid != first.kid)
+    );
 }
 
 async fn bootstrap_is_idempotent_and_serialized(store: &Store) {
@@ -211,7 +305,9 @@ async fn bootstrap_is_idempotent_and_serialized(store: &Store) {
         let s = store.clone();
         let k = Kek::from_text(&gatehouse::crypto::b64(&[7u8; 32])).expect("kek");
         let r = req(&format!("org-{n}"));
-        tasks.push(tokio::spawn(async move { bootstrap::run(&s, &k, "http://127.0.0.1:1", r).await }));
+        tasks.push(tokio::spawn(async move {
+            bootstrap::run(&s, &k, "http://127.0.0.1:1", r).await
+        }));
     }
     let mut created = 0;
     for t in tasks {
@@ -222,13 +318,26 @@ async fn bootstrap_is_idempotent_and_serialized(store: &Store) {
             assert_eq!(out, json!({ "created": false }));
         }
     }
-    assert_eq!(created, 1, "exactly one concurrent bootstrap creates the instance");
+    assert_eq!(
+        created, 1,
+        "exactly one concurrent bootstrap creates the instance"
+    );
     let seq = store.current_seq().await.expect("seq");
-    let (out, wrote) = bootstrap::run(store, &kek, "http://127.0.0.1:1", req("other")).await.expect("again");
+    let (out, wrote) = bootstrap::run(store, &kek, "http://127.0.0.1:1", req("other"))
+        .await
+        .expect("again");
     assert_eq!(out, json!({ "created": false }));
     assert_eq!(wrote, None);
-    assert_eq!(store.current_seq().await.expect("seq"), seq, "a second run changes nothing");
-    let owner = store.user_by_email("owner@example.com").await.expect("get").expect("owner");
+    assert_eq!(
+        store.current_seq().await.expect("seq"),
+        seq,
+        "a second run changes nothing"
+    );
+    let owner = store
+        .user_by_email("owner@example.com")
+        .await
+        .expect("get")
+        .expect("owner");
     assert!(owner.email_verified);
     let owner_bindings: Vec<_> = store
         .bindings()
@@ -238,7 +347,10 @@ async fn bootstrap_is_idempotent_and_serialized(store: &Store) {
         .filter(|b| b.principal_id == owner.id)
         .map(|b| (b.role, b.scope))
         .collect();
-    assert!(owner_bindings.contains(&("owner".into(), "*".into())), "instance owner");
+    assert!(
+        owner_bindings.contains(&("owner".into(), "*".into())),
+        "instance owner"
+    );
     assert_eq!(owner_bindings.len(), 2);
 }
 
@@ -250,7 +362,9 @@ async fn sqlite_keeps_the_contract() {
 
 #[tokio::test]
 async fn postgres_keeps_the_contract() {
-    let Some(store) = postgres().await else { return };
+    let Some(store) = postgres().await else {
+        return;
+    };
     contract(&store).await;
 }
 
@@ -262,7 +376,9 @@ async fn sqlite_bootstrap_is_idempotent() {
 
 #[tokio::test]
 async fn postgres_bootstrap_is_idempotent() {
-    let Some(store) = postgres().await else { return };
+    let Some(store) = postgres().await else {
+        return;
+    };
     bootstrap_is_idempotent_and_serialized(&store).await;
 }
 
@@ -277,7 +393,10 @@ async fn sqlite_file_is_in_wal_mode() {
     ))
     .await
     .expect("open");
-    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut conn).await.expect("pragma");
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .expect("pragma");
     assert_eq!(mode, "wal");
 }
 

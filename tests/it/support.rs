@@ -45,7 +45,9 @@ pub async fn postgres_url() -> Option<String> {
 pub async fn fresh_schema(base: &str) -> String {
     use sqlx::Connection;
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(base).await.expect("connect to test PostgreSQL");
+    let mut conn = sqlx::PgConnection::connect(base)
+        .await
+        .expect("connect to test PostgreSQL");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&mut conn)
         .await
@@ -137,7 +139,11 @@ impl TestServer {
 
     /// `GET base + path`.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        client().get(format!("{}{path}", self.base)).send().await.expect("request")
+        client()
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request")
     }
 }
 
@@ -186,10 +192,10 @@ pub async fn wait_for_status(url: &str, want: u16, timeout: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     let http = client();
     while tokio::time::Instant::now() < deadline {
-        if let Ok(r) = http.get(url).send().await {
-            if r.status().as_u16() == want {
-                return true;
-            }
+        if let Ok(r) = http.get(url).send().await
+            && r.status().as_u16() == want
+        {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -205,7 +211,10 @@ pub fn json_out(out: &Output) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not one JSON object ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "stdout is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     })
 }
 
@@ -252,7 +261,11 @@ impl Proxy {
                 st.lock().expect("lock").conns.push(task.abort_handle());
             }
         });
-        Proxy { addr, state, _accept: accept }
+        Proxy {
+            addr,
+            state,
+            _accept: accept,
+        }
     }
 
     /// Drops every connection and refuses new ones.
