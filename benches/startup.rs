@@ -1,1 +1,217 @@
-fn main() {}
+//! `cargo bench --bench startup`: the figures the README reports for a node on its
+//! embedded defaults (SQLite, in-memory short-lived state), measured on the release
+//! binary as a user runs it.
+//!
+//! - time from process start to the first 200 from `/readyz`, on a bootstrapped
+//!   instance (median of 15 starts);
+//! - resident memory of the idle server after it has served a few requests;
+//! - requests per CPU-second of the server for the JWKS and discovery documents
+//!   under `wrk -t2 -c32 -d10s` with keep-alive and the default log level (median of
+//!   three runs each; the server's CPU time is read from /proc, so the load
+//!   generator's share of the two cores does not count against it).
+//!
+//! Runs are bounded and target loopback only. `wrk` comes from Debian's package;
+//! without it the throughput rows are skipped with a note.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+fn gatehouse(dir: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .env("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("GATEHOUSE_BOOTSTRAP_PASSWORD", "benchmark password")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// One HTTP/1.1 GET; the status code, or None if nothing answers.
+fn status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+fn start_until_ready(dir: &Path) -> (Child, u16, Duration) {
+    let port = free_port();
+    let started = Instant::now();
+    let child = gatehouse(dir, port).arg("serve").spawn().expect("spawn");
+    loop {
+        if status(port, "/readyz") == Some(200) {
+            return (child, port, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server never became ready"
+        );
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// User plus system CPU seconds of a process.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the parenthesized command name; utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
+/// Runs wrk once; (requests completed, requests per wall second, server CPU seconds).
+fn wrk(pid: u32, port: u16, path: &str) -> Option<(f64, f64, f64)> {
+    let before = cpu_seconds(pid);
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c32",
+            "-d10s",
+            "--latency",
+            &format!("http://127.0.0.1:{port}{path}"),
+        ])
+        .output()
+        .ok()?;
+    let cpu = cpu_seconds(pid) - before;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let total: f64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let rps: f64 = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    if text.contains("Non-2xx") {
+        eprintln!("wrk saw non-2xx answers on {path}:\n{text}");
+        return None;
+    }
+    Some((total, rps, cpu))
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing special.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = gatehouse(dir.path(), free_port())
+        .args([
+            "bootstrap",
+            "--org",
+            "bench",
+            "--owner-email",
+            "owner@bench.test",
+            "--service-account",
+            "ci",
+        ])
+        .status()
+        .expect("bootstrap");
+    assert!(out.success(), "bootstrap");
+
+    let mut ready = Vec::new();
+    for _ in 0..15 {
+        let (child, _, took) = start_until_ready(dir.path());
+        ready.push(took.as_secs_f64() * 1000.0);
+        stop(child);
+    }
+    let (child, port, _) = start_until_ready(dir.path());
+    for path in [
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/readyz",
+    ] {
+        assert_eq!(status(port, path), Some(200), "{path}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = rss_kib(child.id());
+
+    println!("gatehouse startup benchmark (release binary, SQLite, in-memory short-lived state)");
+    println!(
+        "  start to ready, bootstrapped instance: median {:.1} ms of 15 (min {:.1}, max {:.1})",
+        median(ready.clone()),
+        ready.iter().cloned().fold(f64::MAX, f64::min),
+        ready.iter().cloned().fold(0.0, f64::max)
+    );
+    println!("  idle resident memory: {:.1} MiB", idle as f64 / 1024.0);
+
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!("  throughput: SKIPPED (wrk is not installed; apt-get install wrk)");
+        stop(child);
+        return;
+    }
+    for path in [
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+    ] {
+        let mut per_cpu = Vec::new();
+        let mut per_wall = Vec::new();
+        for _ in 0..3 {
+            if let Some((total, rps, cpu)) = wrk(child.id(), port, path) {
+                per_cpu.push(total / cpu.max(0.01));
+                per_wall.push(rps);
+            }
+        }
+        if per_cpu.is_empty() {
+            println!("  {path}: wrk failed");
+            continue;
+        }
+        println!(
+            "  {path}: median {:.0} requests per server CPU-second ({:.0} requests/s wall clock, wrk -t2 -c32 -d10s, server and wrk sharing 2 cores)",
+            median(per_cpu),
+            median(per_wall)
+        );
+    }
+    println!(
+        "  resident memory after load: {:.1} MiB",
+        rss_kib(child.id()) as f64 / 1024.0
+    );
+    stop(child);
+}

@@ -510,6 +510,18 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_setting() {
+        let readme = include_str!("../README.md");
+        for (key, env, doc) in SETTINGS {
+            assert!(
+                readme.contains(&format!("| `{key}` | `{env}` |")),
+                "README configuration reference lacks {key} / {env}"
+            );
+            assert!(!doc.is_empty(), "{key} has a doc comment");
+        }
+    }
+
+    #[test]
     fn secrets_are_not_printed() {
         let c = Config::from_sources(
             None,
