@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::crypto::kek::Kek;
 use crate::crypto::{password, secret};
+pub use crate::iam::names::valid_slug;
 use crate::store::iam::{self, BindingRow, ClientRow, ResourceRow, ServiceAccountRow, UserRow};
 use crate::store::{self, Store, StoreError, audit};
 
@@ -41,15 +42,6 @@ pub enum BootstrapError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Whether `slug` is a valid resource slug: `[a-z0-9][a-z0-9-]{1,62}`.
-pub fn valid_slug(slug: &str) -> bool {
-    let b = slug.as_bytes();
-    (2..=63).contains(&b.len())
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// Normalizes an email address (trimmed, lower case) or says why it is not one.

@@ -28,6 +28,7 @@ pub mod config;
 pub mod crypto;
 pub mod ephemeral;
 pub mod http;
+pub mod iam;
 pub mod oidc;
 pub mod server;
 pub mod store;
