@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::crypto::kek::Kek;
 use crate::crypto::{password, secret};
+use crate::iam::Catalog;
 pub use crate::iam::names::valid_slug;
 use crate::store::iam::{self, BindingRow, ClientRow, ResourceRow, ServiceAccountRow, UserRow};
 use crate::store::{self, Store, StoreError, audit};
@@ -17,8 +18,6 @@ pub const ADMIN_CLIENT_ID: &str = "gatehouse-admin";
 pub const ADMIN_REDIRECT_URI: &str = "http://127.0.0.1/callback";
 /// The meta key recording that the instance was bootstrapped.
 const META_KEY: &str = "bootstrapped";
-/// The catalog's owner role (every catalog names `owner`; see DESIGN.md section 1).
-const OWNER_ROLE: &str = "owner";
 
 /// What to create.
 #[derive(Debug)]
@@ -87,6 +86,7 @@ pub async fn run(
     store: &Store,
     kek: &Kek,
     issuer: &str,
+    catalog: &Catalog,
     req: Request,
 ) -> Result<(Value, Option<i64>), BootstrapError> {
     if !valid_slug(&req.org) {
@@ -123,6 +123,7 @@ pub async fn run(
         return Ok((json!({ "created": false }), None));
     }
     let actor = "system:bootstrap";
+    let owner_role = catalog.owner_role.as_str();
     let now = crate::now_unix();
     let org_name = format!("orgs/{}", req.org);
     let org = ResourceRow {
@@ -136,6 +137,30 @@ pub async fn run(
         deleted_at: None,
     };
     iam::insert_resource(&mut tx, &org).await?;
+    let mut events = vec![(
+        "organization.create",
+        org_name.clone(),
+        json!({ "name": org_name }),
+    )];
+    // A preset may give every organization a default project (StackPath's stack).
+    if let Some(default) = &catalog.on_organization_create.default_project {
+        let project = ResourceRow {
+            id: new_id(),
+            name: format!("{org_name}/projects/{}", default.slug),
+            kind: "project".into(),
+            parent: Some(org_name.clone()),
+            slug: default.slug.clone(),
+            display_name: default.display_name.clone(),
+            created_at: now,
+            deleted_at: None,
+        };
+        iam::insert_resource(&mut tx, &project).await?;
+        events.push((
+            "project.create",
+            project.name.clone(),
+            json!({ "name": project.name }),
+        ));
+    }
     let owner = UserRow {
         id: new_id(),
         email: email.clone(),
@@ -146,8 +171,8 @@ pub async fn run(
     };
     iam::insert_user(&mut tx, &owner).await?;
     let mut bindings = vec![
-        (OWNER_ROLE, org_name.clone(), "user", owner.id.clone()),
-        (OWNER_ROLE, "*".to_owned(), "user", owner.id.clone()),
+        (owner_role, org_name.clone(), "user", owner.id.clone()),
+        (owner_role, "*".to_owned(), "user", owner.id.clone()),
     ];
     let admin = ClientRow {
         client_id: ADMIN_CLIENT_ID.into(),
@@ -167,12 +192,7 @@ pub async fn run(
         "owner": { "id": owner.id, "email": email, "instance_owner": true },
         "admin_client": { "client_id": ADMIN_CLIENT_ID, "redirect_uri": ADMIN_REDIRECT_URI, "public": true },
     });
-    let mut events = vec![
-        (
-            "organization.create",
-            org_name.clone(),
-            json!({ "name": org_name }),
-        ),
+    events.extend([
         (
             "user.create",
             email.clone(),
@@ -183,7 +203,7 @@ pub async fn run(
             ADMIN_CLIENT_ID.to_owned(),
             json!({ "client_id": ADMIN_CLIENT_ID, "first_party": true }),
         ),
-    ];
+    ]);
     if let Some(slug) = &req.service_account {
         let sa = ServiceAccountRow {
             id: new_id(),
@@ -207,7 +227,7 @@ pub async fn run(
         )
         .await?;
         bindings.push((
-            OWNER_ROLE,
+            owner_role,
             org_name.clone(),
             "serviceAccount",
             sa.id.clone(),

@@ -157,6 +157,7 @@ async fn bootstrap(
     service_account: Option<String>,
 ) -> Result<(), StartError> {
     let owner_password = owner_password(owner_password_file)?;
+    let catalog = server::open_catalog(&config)?;
     let store = server::open_store(&config).await?;
     let ephemeral = server::open_ephemeral(&config).await?;
     let (kek, _) = server::open_keys(&config, &store).await?;
@@ -166,7 +167,7 @@ async fn bootstrap(
         owner_password,
         service_account,
     };
-    let (out, seq) = crate::bootstrap::run(&store, &kek, &config.issuer(), request)
+    let (out, seq) = crate::bootstrap::run(&store, &kek, &config.issuer(), &catalog, request)
         .await
         .map_err(|e| StartError(e.to_string()))?;
     if let Some(seq) = seq {

@@ -87,7 +87,9 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
     let _ = store.purge_signing_keys(crate::now_unix() - 86_400).await;
     let issuer = config.issuer();
     let now = crate::now_unix();
+    let catalog = open_catalog(&config)?;
     let state = AppState::new(Shared {
+        catalog,
         discovery: Document::new(&crate::oidc::discovery(&issuer, &config)),
         jwks: ArcSwap::from_pointee(Document::new(&ring.jwks(now))),
         keys: ArcSwap::from_pointee(ring),
@@ -101,10 +103,21 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
         ephemeral,
         kek,
     });
-    sync::reload(&state)
-        .await
-        .map_err(|e| StartError(format!("GATEHOUSE_DATABASE_URL: cannot load IAM data: {e}")))?;
+    sync::reload(&state).await.map_err(|e| {
+        if e.starts_with("GATEHOUSE_") {
+            StartError(e)
+        } else {
+            StartError(format!("GATEHOUSE_DATABASE_URL: cannot load IAM data: {e}"))
+        }
+    })?;
     Ok(state)
+}
+
+/// The active role catalog.
+pub fn open_catalog(config: &Config) -> Result<std::sync::Arc<crate::iam::Catalog>, StartError> {
+    crate::iam::Catalog::named(&config.catalog)
+        .map(std::sync::Arc::new)
+        .map_err(|e| StartError(format!("GATEHOUSE_CATALOG: {e}")))
 }
 
 /// Serves HTTP on `listener` and follows the change sequence until `shutdown`

@@ -14,8 +14,8 @@ use crate::crypto::kek::Kek;
 use crate::crypto::keyring::KeyRing;
 use crate::crypto::password::Passwords;
 use crate::ephemeral::{Ephemeral, EphemeralStore};
+use crate::iam::{Catalog, Evaluator};
 use crate::store::Store;
-use crate::store::iam::{BindingRow, ResourceRow};
 use crate::telemetry::Metrics;
 
 /// A JSON document served as is, with its validator.
@@ -37,14 +37,11 @@ impl Document {
 }
 
 /// The IAM data held in memory, loaded from the store at one change sequence.
-#[derive(Default)]
 pub struct View {
     /// The change sequence it reflects.
     pub seq: i64,
-    /// Live resources.
-    pub resources: Vec<ResourceRow>,
-    /// Every role binding.
-    pub bindings: Vec<BindingRow>,
+    /// Every binding, membership and principal state, ready to evaluate.
+    pub evaluator: Evaluator,
 }
 
 /// Shared node state; cheap to clone.
@@ -70,6 +67,8 @@ pub struct Shared {
     pub ephemeral: Ephemeral,
     /// The key-encryption key.
     pub kek: Kek,
+    /// The active role catalog.
+    pub catalog: Arc<Catalog>,
     /// Password hashing with bounded concurrency.
     pub passwords: Passwords,
     /// The node's metrics.

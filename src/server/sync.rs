@@ -2,6 +2,7 @@
 //! a node reloads what it holds in memory when a Redis notice arrives and also polls
 //! the sequence, so a lost notice delays a change by one poll interval at most.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use tokio::sync::watch;
 use super::state::{AppState, Document, View};
 use crate::crypto::keyring::KeyRing;
 use crate::ephemeral::{Ephemeral, EphemeralStore};
+use crate::iam::{Catalog, Evaluator, Roles};
+use crate::store::Store;
 
 /// The notice channel for change-sequence bumps.
 pub const CHANGES: &str = "changes";
@@ -42,15 +45,25 @@ pub async fn reload(state: &AppState) -> Result<(), String> {
         // Keep signing with what we have; the store holds a key we cannot open.
         Err(e) => tracing::error!(error = %e, "stored signing keys changed but cannot be loaded"),
     }
-    let resources = state.store.resources().await.map_err(|e| e.to_string())?;
-    let bindings = state.store.bindings().await.map_err(|e| e.to_string())?;
-    state.view.store(std::sync::Arc::new(Some(View {
-        seq,
-        resources,
-        bindings,
-    })));
+    let evaluator = load_evaluator(&state.store, &state.catalog).await?;
+    state.view.store(Arc::new(Some(View { seq, evaluator })));
     state.applied_seq.fetch_max(seq, Ordering::AcqRel);
     Ok(())
+}
+
+/// Builds the evaluator from the store under `catalog`; a stored binding whose role
+/// the catalog lacks is an error that names it.
+pub async fn load_evaluator(store: &Store, catalog: &Arc<Catalog>) -> Result<Evaluator, String> {
+    let data = store.load_iam().await.map_err(|e| e.to_string())?;
+    let roles = Roles::resolve(catalog.clone(), &data.permissions, &data.custom_roles)
+        .map_err(|e| e.to_string())?;
+    Evaluator::build(
+        Arc::new(roles),
+        &data.principals,
+        &data.memberships,
+        &data.bindings,
+    )
+    .map_err(|e| format!("GATEHOUSE_CATALOG: catalog {:?}: {e}", catalog.name))
 }
 
 /// Runs until `stop` turns true: reloads on notices and on each poll that finds a

@@ -7,6 +7,7 @@
 //! out are plain data, and secrets in them are already hashed or encrypted.
 
 pub mod audit;
+pub mod directory;
 pub mod iam;
 pub mod keys;
 
@@ -24,11 +25,14 @@ use crate::config::{DatabaseKind, database_kind};
 pub use audit::AuditEvent;
 
 /// The migrations, applied in order; the same SQL serves both backends.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("migrations/0001_foundation.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("migrations/0001_foundation.sql"),
+    ),
+    (2, "iam", include_str!("migrations/0002_iam.sql")),
+];
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -76,7 +76,7 @@ async fn bootstrap_creates_once_and_the_running_server_sees_it() {
         if view
             .as_ref()
             .as_ref()
-            .is_some_and(|v| v.bindings.len() == 3)
+            .is_some_and(|v| v.evaluator.binding_count() == 3)
         {
             loaded = true;
             break;

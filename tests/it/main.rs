@@ -7,6 +7,7 @@
 mod bootstrap_cli;
 mod discovery;
 mod ephemeral_contract;
+mod evaluator_sync;
 mod keys;
 mod lifecycle;
 mod readiness;

@@ -24,6 +24,10 @@ async fn postgres() -> Option<Store> {
     Some(store)
 }
 
+fn catalog() -> gatehouse::iam::Catalog {
+    gatehouse::iam::Catalog::named("default").expect("catalog")
+}
+
 fn id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -306,7 +310,7 @@ async fn bootstrap_is_idempotent_and_serialized(store: &Store) {
         let k = Kek::from_text(&gatehouse::crypto::b64(&[7u8; 32])).expect("kek");
         let r = req(&format!("org-{n}"));
         tasks.push(tokio::spawn(async move {
-            bootstrap::run(&s, &k, "http://127.0.0.1:1", r).await
+            bootstrap::run(&s, &k, "http://127.0.0.1:1", &catalog(), r).await
         }));
     }
     let mut created = 0;
@@ -323,7 +327,7 @@ async fn bootstrap_is_idempotent_and_serialized(store: &Store) {
         "exactly one concurrent bootstrap creates the instance"
     );
     let seq = store.current_seq().await.expect("seq");
-    let (out, wrote) = bootstrap::run(store, &kek, "http://127.0.0.1:1", req("other"))
+    let (out, wrote) = bootstrap::run(store, &kek, "http://127.0.0.1:1", &catalog(), req("other"))
         .await
         .expect("again");
     assert_eq!(out, json!({ "created": false }));

@@ -1,0 +1,347 @@
+//! Loading the evaluator's input in one pass, and the IAM rows beyond the
+//! foundation: groups and members, registered APIs and their permissions, custom
+//! roles, policy versions and pending invitations.
+
+use sqlx::AnyConnection;
+
+use super::{Result, Store, StoreError, flag};
+use crate::iam::catalog::{RoleDef, RoleKind};
+use crate::iam::evaluator::{
+    BindingInput, MembershipInput, PrincipalInput, PrincipalKind, PrincipalRef,
+};
+use crate::iam::permissions::Permission;
+
+/// Everything the evaluator is built from.
+#[derive(Debug, Default)]
+pub struct IamData {
+    /// Users and service accounts with their state.
+    pub principals: Vec<PrincipalInput>,
+    /// Group memberships.
+    pub memberships: Vec<MembershipInput>,
+    /// Role bindings.
+    pub bindings: Vec<BindingInput>,
+    /// Permissions of registered APIs.
+    pub permissions: Vec<Permission>,
+    /// Custom roles of organizations.
+    pub custom_roles: Vec<RoleDef>,
+}
+
+fn principal(kind: &str, id: String) -> Result<PrincipalRef> {
+    let kind = PrincipalKind::parse(kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown principal kind {kind:?}")))?;
+    Ok(PrincipalRef { kind, id })
+}
+
+/// A group row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRow {
+    /// Opaque id.
+    pub id: String,
+    /// `orgs/<org>/groups/<slug>`.
+    pub name: String,
+    /// Its organization's name.
+    pub org: String,
+    /// Its slug.
+    pub slug: String,
+    /// Human-readable name.
+    pub display_name: String,
+}
+
+/// A pending invitation: a binding for an email that has no verified account yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvitationRow {
+    /// Opaque id.
+    pub id: String,
+    /// Normalized email.
+    pub email: String,
+    /// The organization it is for.
+    pub org: String,
+    /// Where the binding will be.
+    pub scope: String,
+    /// The role.
+    pub role: String,
+    /// Expiry of the binding it becomes.
+    pub expires_at: Option<i64>,
+    /// Who invited, written like a member.
+    pub invited_by: String,
+}
+
+impl Store {
+    /// Loads every principal, membership, binding, registered permission and custom
+    /// role.
+    pub async fn load_iam(&self) -> Result<IamData> {
+        let mut data = IamData::default();
+        let users: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT id, email_verified, disabled FROM users")
+                .fetch_all(self.pool())
+                .await?;
+        for (id, verified, disabled) in users {
+            data.principals.push(PrincipalInput {
+                principal: PrincipalRef::user(id),
+                active: flag(verified) && !flag(disabled),
+            });
+        }
+        let sas: Vec<(String, i64)> = sqlx::query_as("SELECT id, disabled FROM service_accounts")
+            .fetch_all(self.pool())
+            .await?;
+        for (id, disabled) in sas {
+            data.principals.push(PrincipalInput {
+                principal: PrincipalRef::service_account(id),
+                active: !flag(disabled),
+            });
+        }
+        let groups: Vec<(String,)> = sqlx::query_as("SELECT id FROM groups")
+            .fetch_all(self.pool())
+            .await?;
+        for (id,) in groups {
+            data.principals.push(PrincipalInput {
+                principal: PrincipalRef::group(id),
+                active: true,
+            });
+        }
+        let members: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT group_id, member_kind, member_id FROM group_members")
+                .fetch_all(self.pool())
+                .await?;
+        for (group, kind, id) in members {
+            data.memberships.push(MembershipInput {
+                group,
+                member: principal(&kind, id)?,
+            });
+        }
+        let bindings: Vec<(String, String, String, String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT id, scope, role, principal_kind, principal_id, expires_at FROM role_bindings",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        data.bindings.reserve(bindings.len());
+        for (id, scope, role, kind, pid, expires_at) in bindings {
+            data.bindings.push(BindingInput {
+                id,
+                scope,
+                role,
+                principal: principal(&kind, pid)?,
+                expires_at,
+            });
+        }
+        let perms: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, description FROM api_permissions ORDER BY name")
+                .fetch_all(self.pool())
+                .await?;
+        data.permissions = perms
+            .into_iter()
+            .map(|(name, description)| Permission { name, description })
+            .collect();
+        let roles: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT id, description, permissions FROM custom_roles ORDER BY id")
+                .fetch_all(self.pool())
+                .await?;
+        for (id, description, permissions) in roles {
+            let permissions: Vec<String> = serde_json::from_str(&permissions)
+                .map_err(|e| StoreError::Corrupt(format!("custom role {id}: {e}")))?;
+            data.custom_roles.push(RoleDef {
+                id,
+                kind: RoleKind::Custom,
+                description,
+                permissions,
+                exclude: Vec::new(),
+                deprecated: None,
+                protected: false,
+            });
+        }
+        Ok(data)
+    }
+
+    /// Looks a group up by name.
+    pub async fn group_by_name(&self, name: &str) -> Result<Option<GroupRow>> {
+        let row: Option<(String, String, String, String, String)> =
+            sqlx::query_as("SELECT id, name, org, slug, display_name FROM groups WHERE name = $1")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.map(|r| GroupRow {
+            id: r.0,
+            name: r.1,
+            org: r.2,
+            slug: r.3,
+            display_name: r.4,
+        }))
+    }
+
+    /// The version of a resource's policy (0 when never written).
+    pub async fn policy_version(&self, scope: &str) -> Result<i64> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT version FROM policy_versions WHERE scope = $1")
+                .bind(scope)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.map(|(v,)| v).unwrap_or(0))
+    }
+
+    /// Pending invitations at a scope.
+    pub async fn invitations_at(&self, scope: &str) -> Result<Vec<InvitationRow>> {
+        let rows: Vec<(String, String, String, String, String, Option<i64>, String)> = sqlx::query_as(
+            "SELECT id, email, org, scope, role, expires_at, invited_by FROM invitations WHERE scope = $1 ORDER BY email",
+        )
+        .bind(scope)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| InvitationRow {
+                id: r.0,
+                email: r.1,
+                org: r.2,
+                scope: r.3,
+                role: r.4,
+                expires_at: r.5,
+                invited_by: r.6,
+            })
+            .collect())
+    }
+}
+
+/// Inserts a group.
+pub async fn insert_group(tx: &mut AnyConnection, g: &GroupRow) -> Result<()> {
+    sqlx::query("INSERT INTO groups (id, name, org, slug, display_name, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(&g.id)
+        .bind(&g.name)
+        .bind(&g.org)
+        .bind(&g.slug)
+        .bind(&g.display_name)
+        .bind(crate::now_unix())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::from_write(e, &format!("group {}", g.name)))?;
+    Ok(())
+}
+
+/// Adds a member to a group (no-op if already a member).
+pub async fn add_member(
+    tx: &mut AnyConnection,
+    group_id: &str,
+    member: &PrincipalRef,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO group_members (group_id, member_kind, member_id, added_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (group_id, member_kind, member_id) DO NOTHING",
+    )
+    .bind(group_id)
+    .bind(member.kind.as_str())
+    .bind(&member.id)
+    .bind(crate::now_unix())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Removes a member from a group; tells whether it was one.
+pub async fn remove_member(
+    tx: &mut AnyConnection,
+    group_id: &str,
+    member: &PrincipalRef,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "DELETE FROM group_members WHERE group_id = $1 AND member_kind = $2 AND member_id = $3",
+    )
+    .bind(group_id)
+    .bind(member.kind.as_str())
+    .bind(&member.id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Registers an API, or adds permissions to it. A permission another API already
+/// defines is a conflict.
+pub async fn register_api(
+    tx: &mut AnyConnection,
+    identifier: &str,
+    display_name: &str,
+    permissions: &[Permission],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO apis (identifier, display_name, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (identifier) DO UPDATE SET display_name = excluded.display_name",
+    )
+    .bind(identifier)
+    .bind(display_name)
+    .bind(crate::now_unix())
+    .execute(&mut *tx)
+    .await?;
+    for p in permissions {
+        let owner: Option<(String,)> =
+            sqlx::query_as("SELECT api FROM api_permissions WHERE name = $1")
+                .bind(&p.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match owner {
+            Some((api,)) if api != identifier => {
+                return Err(StoreError::Conflict(format!(
+                    "permission {} belongs to API {api}",
+                    p.name
+                )));
+            }
+            Some(_) => {
+                sqlx::query("UPDATE api_permissions SET description = $1 WHERE name = $2")
+                    .bind(&p.description)
+                    .bind(&p.name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO api_permissions (name, api, description) VALUES ($1, $2, $3)",
+                )
+                .bind(&p.name)
+                .bind(identifier)
+                .bind(&p.description)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Inserts or replaces a custom role.
+pub async fn put_custom_role(tx: &mut AnyConnection, role: &RoleDef, org: &str) -> Result<()> {
+    let perms =
+        serde_json::to_string(&role.permissions).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let now = crate::now_unix();
+    sqlx::query(
+        "INSERT INTO custom_roles (id, org, description, permissions, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
+         ON CONFLICT (id) DO UPDATE SET description = excluded.description, permissions = excluded.permissions, updated_at = excluded.updated_at",
+    )
+    .bind(&role.id)
+    .bind(org)
+    .bind(&role.description)
+    .bind(perms)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Sets a policy's version.
+pub async fn set_policy_version(tx: &mut AnyConnection, scope: &str, version: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO policy_versions (scope, version) VALUES ($1, $2) \
+         ON CONFLICT (scope) DO UPDATE SET version = excluded.version",
+    )
+    .bind(scope)
+    .bind(version)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The version of a policy, read inside a write transaction.
+pub async fn policy_version_in(tx: &mut AnyConnection, scope: &str) -> Result<i64> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT version FROM policy_versions WHERE scope = $1")
+            .bind(scope)
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(row.map(|(v,)| v).unwrap_or(0))
+}
