@@ -66,6 +66,8 @@ pub struct InvitationRow {
     pub invited_by: String,
 }
 
+type InvitationTuple = (String, String, String, String, String, Option<i64>, String);
+
 impl Store {
     /// Loads every principal, membership, binding, registered permission and custom
     /// role.
@@ -170,17 +172,13 @@ impl Store {
 
     /// The version of a resource's policy (0 when never written).
     pub async fn policy_version(&self, scope: &str) -> Result<i64> {
-        let row: Option<(i64,)> =
-            sqlx::query_as("SELECT version FROM policy_versions WHERE scope = $1")
-                .bind(scope)
-                .fetch_optional(self.pool())
-                .await?;
-        Ok(row.map(|(v,)| v).unwrap_or(0))
+        let mut conn = self.pool().acquire().await?;
+        policy_version_in(&mut conn, scope).await
     }
 
     /// Pending invitations at a scope.
     pub async fn invitations_at(&self, scope: &str) -> Result<Vec<InvitationRow>> {
-        let rows: Vec<(String, String, String, String, String, Option<i64>, String)> = sqlx::query_as(
+        let rows: Vec<InvitationTuple> = sqlx::query_as(
             "SELECT id, email, org, scope, role, expires_at, invited_by FROM invitations WHERE scope = $1 ORDER BY email",
         )
         .bind(scope)
@@ -336,7 +334,7 @@ pub async fn set_policy_version(tx: &mut AnyConnection, scope: &str, version: i6
     Ok(())
 }
 
-/// The version of a policy, read inside a write transaction.
+/// The version of a policy, read on `conn` (inside a write transaction, or not).
 pub async fn policy_version_in(tx: &mut AnyConnection, scope: &str) -> Result<i64> {
     let row: Option<(i64,)> =
         sqlx::query_as("SELECT version FROM policy_versions WHERE scope = $1")
