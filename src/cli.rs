@@ -51,6 +51,22 @@ enum Command {
     },
     /// Apply database migrations.
     Migrate,
+    /// Role catalog operations.
+    Roles {
+        #[command(subcommand)]
+        command: RolesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RolesCommand {
+    /// Rewrite bindings of deprecated roles to their replacements. Without --apply it
+    /// only lists the plan, every widening of access included.
+    Migrate {
+        /// Apply the plan.
+        #[arg(long)]
+        apply: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +127,9 @@ pub fn run() -> ExitCode {
                 .await
             }
             Command::Keys { command } => keys(config, command).await,
+            Command::Roles {
+                command: RolesCommand::Migrate { apply },
+            } => roles_migrate(config, apply).await,
             Command::Migrate => {
                 server::open_store(&config).await?;
                 print(json!({ "migrated": true }));
@@ -264,4 +283,40 @@ fn needs_replacement(ring: &KeyRing, kid: &str, now: i64) -> bool {
 
 fn secs(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX / 4)
+}
+
+async fn roles_migrate(config: Config, apply: bool) -> Result<(), StartError> {
+    let catalog = server::open_catalog(&config)?;
+    let store = server::open_store(&config).await?;
+    let db = |e: crate::store::StoreError| StartError(format!("GATEHOUSE_DATABASE_URL: {e}"));
+    let data = store.load_iam().await.map_err(db)?;
+    let roles = crate::iam::Roles::resolve(catalog, &data.permissions, &data.custom_roles)
+        .map_err(|e| StartError(format!("GATEHOUSE_CATALOG: {e}")))?;
+    let steps = crate::iam::migrate::plan(&roles, &data.bindings);
+    let widenings = steps.iter().filter(|s| s.widens()).count();
+    if apply && !steps.is_empty() {
+        let seq = store
+            .apply_role_migration(&steps, "system:roles-migrate")
+            .await
+            .map_err(db)?;
+        let ephemeral = server::open_ephemeral(&config).await?;
+        sync::announce(&ephemeral, seq).await;
+    }
+    print(json!({
+        "applied": apply && !steps.is_empty(),
+        "steps": steps.len(),
+        "widenings": widenings,
+        "plan": steps.iter().map(|s| json!({
+            "binding": s.binding,
+            "principal": format!("{}:{}", s.principal.kind.as_str(), s.principal.id),
+            "scope": s.scope,
+            "from": s.from,
+            "to": s.to,
+            "widens": s.widens(),
+            "widens_reach": s.widens_reach,
+            "added_permissions": s.added_permissions,
+            "duplicate": s.duplicate,
+        })).collect::<Vec<_>>(),
+    }));
+    Ok(())
 }

@@ -154,6 +154,46 @@ impl Store {
         Ok(data)
     }
 
+    /// Applies a role-migration plan in one transaction, each step audited; returns
+    /// the change sequence written.
+    pub async fn apply_role_migration(
+        &self,
+        steps: &[crate::iam::migrate::Step],
+        actor: &str,
+    ) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        let seq = super::bump_change(&mut tx, "roles.migrate", "*").await?;
+        for step in steps {
+            let done = if step.duplicate {
+                super::iam::delete_binding(&mut tx, &step.binding).await?
+            } else {
+                super::iam::set_binding_role(&mut tx, &step.binding, &step.to).await?
+            };
+            if !done {
+                continue;
+            }
+            let target = format!("{}:{}", step.principal.kind.as_str(), step.principal.id);
+            super::audit::append(
+                &mut tx,
+                seq,
+                super::audit::NewAuditEvent {
+                    actor,
+                    action: "binding.migrate",
+                    target: &target,
+                    scope: &step.scope,
+                    before: Some(serde_json::json!({ "role": step.from, "scope": step.scope })),
+                    after: Some(serde_json::json!({
+                        "role": step.to, "scope": step.scope, "merged_into_existing": step.duplicate,
+                        "widens_reach": step.widens_reach, "added_permissions": step.added_permissions,
+                    })),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(seq)
+    }
+
     /// Looks a group up by name.
     pub async fn group_by_name(&self, name: &str) -> Result<Option<GroupRow>> {
         let row: Option<(String, String, String, String, String)> =

@@ -390,3 +390,22 @@ impl Store {
         Ok(rows.into_iter().map(resource_from).collect())
     }
 }
+
+/// Changes the role of a binding (role migration); tells whether it existed.
+pub async fn set_binding_role(tx: &mut AnyConnection, id: &str, role: &str) -> Result<bool> {
+    let done = sqlx::query("UPDATE role_bindings SET role = $1 WHERE id = $2")
+        .bind(role)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Deletes a binding; tells whether it existed.
+pub async fn delete_binding(tx: &mut AnyConnection, id: &str) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM role_bindings WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -11,5 +11,6 @@ mod evaluator_sync;
 mod keys;
 mod lifecycle;
 mod readiness;
+mod roles_migrate;
 mod store_contract;
 mod support;
