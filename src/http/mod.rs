@@ -26,6 +26,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route(oidc::DISCOVERY_PATH, get(oidc::discovery_document))
         .route(oidc::JWKS_PATH, get(oidc::jwks_document))
+        .route(oidc::ROLE_CATALOG_PATH, get(oidc::role_catalog_document))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

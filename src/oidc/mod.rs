@@ -12,6 +12,8 @@ use crate::server::{AppState, Document};
 
 /// Path of the JWKS document.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// Path of the published role catalog.
+pub const ROLE_CATALOG_PATH: &str = "/.well-known/role-catalog.json";
 /// Path of the discovery document.
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 
@@ -23,6 +25,7 @@ pub fn discovery(issuer: &str, config: &Config) -> Value {
         "token_endpoint": format!("{issuer}/oauth2/token"),
         "userinfo_endpoint": format!("{issuer}/oauth2/userinfo"),
         "jwks_uri": format!("{issuer}{JWKS_PATH}"),
+        "role_catalog_uri": format!("{issuer}{ROLE_CATALOG_PATH}"),
         "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
         "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
         "end_session_endpoint": format!("{issuer}/oauth2/logout"),
@@ -76,6 +79,16 @@ fn document(doc: &Document, max_age: u64, headers: &HeaderMap) -> Response {
 /// `GET /.well-known/openid-configuration`.
 pub async fn discovery_document(State(state): State<AppState>, headers: HeaderMap) -> Response {
     document(&state.discovery, state.config.jwks_cache_secs, &headers)
+}
+
+/// `GET /.well-known/role-catalog.json`: role to permissions, inheritance and
+/// deprecation, for resource servers deciding offline.
+pub async fn role_catalog_document(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    document(
+        &state.role_catalog.load(),
+        state.config.jwks_cache_secs,
+        &headers,
+    )
 }
 
 /// `GET /.well-known/jwks.json`.

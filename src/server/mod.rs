@@ -92,6 +92,7 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
         catalog,
         discovery: Document::new(&crate::oidc::discovery(&issuer, &config)),
         jwks: ArcSwap::from_pointee(Document::new(&ring.jwks(now))),
+        role_catalog: ArcSwap::from_pointee(Document::new(&serde_json::Value::Null)),
         keys: ArcSwap::from_pointee(ring),
         view: ArcSwap::from_pointee(None),
         applied_seq: AtomicI64::new(0),

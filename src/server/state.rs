@@ -79,6 +79,8 @@ pub struct Shared {
     pub jwks: ArcSwap<Document>,
     /// The discovery document.
     pub discovery: Document,
+    /// The published role catalog (predefined roles).
+    pub role_catalog: ArcSwap<Document>,
     /// IAM data in memory; `None` until first loaded.
     pub view: ArcSwap<Option<View>>,
     /// Highest change sequence applied.

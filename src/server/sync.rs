@@ -46,6 +46,10 @@ pub async fn reload(state: &AppState) -> Result<(), String> {
         Err(e) => tracing::error!(error = %e, "stored signing keys changed but cannot be loaded"),
     }
     let evaluator = load_evaluator(&state.store, &state.catalog).await?;
+    let published = Document::new(&evaluator.roles().published(None));
+    if published.etag != state.role_catalog.load().etag {
+        state.role_catalog.store(Arc::new(published));
+    }
     state.view.store(Arc::new(Some(View { seq, evaluator })));
     state.applied_seq.fetch_max(seq, Ordering::AcqRel);
     Ok(())

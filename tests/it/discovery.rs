@@ -14,6 +14,10 @@ async fn discovery_names_the_issuer_and_its_endpoints() {
     let d: Value = r.json().await.expect("json");
     assert_eq!(d["issuer"], s.base);
     assert_eq!(d["jwks_uri"], format!("{}/.well-known/jwks.json", s.base));
+    assert_eq!(
+        d["role_catalog_uri"],
+        format!("{}/.well-known/role-catalog.json", s.base)
+    );
     for field in [
         "authorization_endpoint",
         "token_endpoint",
@@ -169,4 +173,46 @@ async fn unknown_routes_and_methods_are_clean_errors() {
         .expect("req");
     assert!(r.status().is_client_error(), "{}", r.status());
     s.stop().await;
+}
+
+#[tokio::test]
+async fn the_role_catalog_is_published_and_cacheable() {
+    let s = TestServer::start().await;
+    let r = s.get("/.well-known/role-catalog.json").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("etag"));
+    let c: Value = r.json().await.expect("json");
+    assert_eq!(c["catalog"], "default");
+    assert_eq!(c["owner_role"], "owner");
+    let roles = c["roles"].as_array().expect("roles");
+    let role = |id: &str| roles.iter().find(|r| r["id"] == id).cloned().expect(id);
+    assert_eq!(role("owner")["inherits"], true);
+    assert_eq!(role("project.member")["inherits"], false);
+    assert_eq!(
+        role("project.member")["deprecated"]["replacement"],
+        "editor"
+    );
+    let editor_role = role("editor");
+    let editor: Vec<&str> = editor_role["permissions"]
+        .as_array()
+        .expect("perms")
+        .iter()
+        .map(|p| p.as_str().expect("str"))
+        .collect();
+    assert!(
+        editor.contains(&"resourcemanager.projects.create")
+            && !editor.contains(&"iam.policies.set")
+    );
+    s.stop().await;
+
+    let sp = TestServer::start_with(|c| c.catalog = "stackpath".into()).await;
+    let c: Value = sp
+        .get("/.well-known/role-catalog.json")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(c["owner_role"], "roles/systemOwner");
+    assert_eq!(c["labels"]["project"], "stack");
+    sp.stop().await;
 }
