@@ -11,17 +11,23 @@
 //! - [`http`]: the router ([`http::app`]), request ids, metrics and access logs,
 //!   health and readiness probes.
 //! - [`oidc`]: discovery and the JWKS document.
+//! - [`access`]: IAM operations (policies, group members, principal lifecycle):
+//!   permission, granting rule and last-owner rule checked against the evaluator, then
+//!   one audited transaction.
 //! - [`bootstrap`]: the first organization, its owner, the admin client and an optional
 //!   service account, written in one transaction.
 //! - [`crypto`]: the key-encryption key, the signing key ring, JWT signing
 //!   (aws-lc-rs, parsed keys held in memory) and verification (jsonwebtoken),
 //!   password hashing and client secrets.
+//! - [`iam`]: the IAM model, pure: names and reach, permissions, role catalogs, the
+//!   evaluator, the `roles` claim, role migration.
 //! - [`store`]: the durable store (SQLite or PostgreSQL through one set of queries and
 //!   migrations), the change sequence and the audit log.
 //! - [`ephemeral`]: short-lived state with time-to-live (in memory or Redis) and change
 //!   notices.
 //! - [`config`]: layered configuration (defaults, TOML file, `GATEHOUSE_*` variables).
 
+pub mod access;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;

@@ -581,6 +581,33 @@ impl Evaluator {
             .collect()
     }
 
+    /// Organizations where `p` holds the owner role on the organization itself,
+    /// directly or through a group: the ones a change to `p` must keep owned.
+    pub fn owned_orgs(&self, p: &PrincipalRef) -> Vec<String> {
+        let Some(n) = self.find(p.kind, &p.id) else {
+            return Vec::new();
+        };
+        let owner = self.roles.owner_index();
+        let node = &self.nodes[n as usize];
+        let mut orgs: Vec<String> = node
+            .bindings
+            .iter()
+            .chain(
+                node.groups
+                    .iter()
+                    .flat_map(|g| self.nodes[*g as usize].bindings.iter()),
+            )
+            .map(|b| &self.bindings[*b as usize])
+            .filter(|b| b.role == owner)
+            .map(|b| &self.scopes[b.scope as usize])
+            .filter(|s| names::parse(s).is_some_and(|p| p.kind == names::Kind::Organization))
+            .map(|s| s.to_string())
+            .collect();
+        orgs.sort();
+        orgs.dedup();
+        orgs
+    }
+
     /// The members of a group.
     pub fn members(&self, group: &str) -> Vec<PrincipalRef> {
         let Some(g) = self.find(PrincipalKind::Group, group) else {

@@ -383,3 +383,146 @@ pub async fn policy_version_in(tx: &mut AnyConnection, scope: &str) -> Result<i6
             .await?;
     Ok(row.map(|(v,)| v).unwrap_or(0))
 }
+
+/// A binding at a scope with its member written out (`user:<email>`, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyRow {
+    /// The binding's id.
+    pub id: String,
+    /// The role.
+    pub role: String,
+    /// Who holds it.
+    pub principal: PrincipalRef,
+    /// The principal's email, client id or group name.
+    pub label: String,
+    /// Its expiry.
+    pub expires_at: Option<i64>,
+}
+
+type PolicyTuple = (String, String, String, String, Option<i64>, Option<String>);
+
+/// The bindings at `scope`, read on `conn`, with their members' labels.
+pub async fn policy_rows(conn: &mut AnyConnection, scope: &str) -> Result<Vec<PolicyRow>> {
+    let rows: Vec<PolicyTuple> = sqlx::query_as(
+        "SELECT b.id, b.role, b.principal_kind, b.principal_id, b.expires_at, \
+                COALESCE(u.email, s.client_id, g.name) \
+         FROM role_bindings b \
+         LEFT JOIN users u ON b.principal_kind = 'user' AND u.id = b.principal_id \
+         LEFT JOIN service_accounts s ON b.principal_kind = 'serviceAccount' AND s.id = b.principal_id \
+         LEFT JOIN groups g ON b.principal_kind = 'group' AND g.id = b.principal_id \
+         WHERE b.scope = $1 ORDER BY b.role, b.principal_kind, b.principal_id",
+    )
+    .bind(scope)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|(id, role, kind, pid, expires_at, label)| {
+            Ok(PolicyRow {
+                id,
+                role,
+                label: label.unwrap_or_else(|| pid.clone()),
+                principal: principal(&kind, pid)?,
+                expires_at,
+            })
+        })
+        .collect()
+}
+
+/// Replaces the pending invitations at `scope` with `pending`.
+pub async fn replace_invitations(
+    tx: &mut AnyConnection,
+    scope: &str,
+    org: &str,
+    pending: &[InvitationRow],
+) -> Result<()> {
+    sqlx::query("DELETE FROM invitations WHERE scope = $1")
+        .bind(scope)
+        .execute(&mut *tx)
+        .await?;
+    for inv in pending {
+        sqlx::query(
+            "INSERT INTO invitations (id, email, org, scope, role, expires_at, invited_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&inv.id)
+        .bind(&inv.email)
+        .bind(org)
+        .bind(scope)
+        .bind(&inv.role)
+        .bind(inv.expires_at)
+        .bind(&inv.invited_by)
+        .bind(crate::now_unix())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Principal state changes and removal (revoking what the principal held).
+pub mod lifecycle {
+    use super::*;
+
+    /// Disables or enables a user; tells whether it exists.
+    pub async fn set_user_disabled(
+        tx: &mut AnyConnection,
+        id: &str,
+        disabled: bool,
+    ) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3")
+            .bind(i64::from(disabled))
+            .bind(crate::now_unix())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Disables or enables a service account; tells whether it exists.
+    pub async fn set_service_account_disabled(
+        tx: &mut AnyConnection,
+        id: &str,
+        disabled: bool,
+    ) -> Result<bool> {
+        let done = sqlx::query("UPDATE service_accounts SET disabled = $1 WHERE id = $2")
+            .bind(i64::from(disabled))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Deletes a principal with its bindings and memberships (and, for service
+    /// accounts, its secrets and keys); tells whether it existed.
+    pub async fn delete_principal(tx: &mut AnyConnection, p: &PrincipalRef) -> Result<bool> {
+        for sql in [
+            "DELETE FROM role_bindings WHERE principal_kind = $1 AND principal_id = $2",
+            "DELETE FROM group_members WHERE member_kind = $1 AND member_id = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(p.kind.as_str())
+                .bind(&p.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let table = match p.kind {
+            PrincipalKind::User => "users",
+            PrincipalKind::ServiceAccount => {
+                for sql in [
+                    "DELETE FROM service_account_secrets WHERE service_account_id = $1",
+                    "DELETE FROM service_account_keys WHERE service_account_id = $1",
+                ] {
+                    sqlx::query(sql).bind(&p.id).execute(&mut *tx).await?;
+                }
+                "service_accounts"
+            }
+            PrincipalKind::Group => "groups",
+        };
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE id = $1"
+        )))
+        .bind(&p.id)
+        .execute(&mut *tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

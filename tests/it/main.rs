@@ -10,6 +10,7 @@ mod ephemeral_contract;
 mod evaluator_sync;
 mod keys;
 mod lifecycle;
+mod policies;
 mod readiness;
 mod roles_migrate;
 mod store_contract;

@@ -1,0 +1,106 @@
+//! Disabling and deleting users and service accounts. Either revokes what the
+//! principal holds at once (a disabled principal holds nothing; a deleted one loses
+//! its bindings, memberships and credentials), and is refused when it would leave an
+//! organization without an owner.
+
+use serde_json::json;
+
+use super::{AccessError, Actor, Ctx, Warning};
+use crate::iam::evaluator::{OwnerChange, PrincipalKind, PrincipalRef};
+use crate::server::sync;
+use crate::store::directory::lifecycle;
+use crate::store::{self, audit};
+
+/// What to do to a principal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Disable (keeps the account and its bindings, which stop granting).
+    Disable,
+    /// Enable again.
+    Enable,
+    /// Delete with everything it holds.
+    Delete,
+}
+
+/// Applies `change` to `principal` (a user or a service account). `resource` is where
+/// the permission is checked: the instance root for users, the service account's
+/// name for service accounts.
+pub async fn change(
+    ctx: &Ctx<'_>,
+    actor: &Actor,
+    principal: &PrincipalRef,
+    resource: &str,
+    change: Change,
+) -> Result<Vec<Warning>, AccessError> {
+    let (permission, table) = match (principal.kind, change) {
+        (PrincipalKind::User, Change::Delete) => ("iam.users.delete", "user"),
+        (PrincipalKind::User, _) => ("iam.users.update", "user"),
+        (PrincipalKind::ServiceAccount, Change::Delete) => {
+            ("iam.serviceAccounts.delete", "service_account")
+        }
+        (PrincipalKind::ServiceAccount, _) => ("iam.serviceAccounts.update", "service_account"),
+        (PrincipalKind::Group, _) => {
+            return Err(AccessError::Invalid {
+                field: "principal".into(),
+                message: "groups are not disabled".into(),
+            });
+        }
+    };
+    ctx.require(actor, permission, resource)?;
+    let mut warnings = Vec::new();
+    if change != Change::Enable {
+        let removed = [principal.clone()];
+        let orgs = ctx.evaluator.owned_orgs(principal);
+        ctx.keep_owners(
+            &orgs,
+            &OwnerChange {
+                removed: &removed,
+                ..Default::default()
+            },
+            &mut warnings,
+        )?;
+    }
+    let mut tx = ctx.store.begin().await?;
+    let seq = store::bump_change(&mut tx, table, &principal.id).await?;
+    let found = match (principal.kind, change) {
+        (_, Change::Delete) => lifecycle::delete_principal(&mut tx, principal).await?,
+        (PrincipalKind::User, c) => {
+            lifecycle::set_user_disabled(&mut tx, &principal.id, c == Change::Disable).await?
+        }
+        (_, c) => {
+            lifecycle::set_service_account_disabled(&mut tx, &principal.id, c == Change::Disable)
+                .await?
+        }
+    };
+    if !found {
+        return Err(AccessError::NotFound(format!(
+            "{}:{}",
+            principal.kind.as_str(),
+            principal.id
+        )));
+    }
+    let action = format!(
+        "{table}.{}",
+        match change {
+            Change::Disable => "disable",
+            Change::Enable => "enable",
+            Change::Delete => "delete",
+        }
+    );
+    audit::append(
+        &mut tx,
+        seq,
+        audit::NewAuditEvent {
+            actor: &actor.label,
+            action: &action,
+            target: &format!("{}:{}", principal.kind.as_str(), principal.id),
+            scope: resource,
+            before: None,
+            after: Some(json!({ "change": action })),
+        },
+    )
+    .await?;
+    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    sync::announce(ctx.ephemeral, seq).await;
+    Ok(warnings)
+}
