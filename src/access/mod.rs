@@ -6,9 +6,12 @@
 //! evaluator it is given may trail the store by one poll interval; concurrent edits
 //! of one policy are caught by its etag.
 
+pub mod accounts;
+pub mod definitions;
 pub mod groups;
 pub mod policy;
 pub mod principals;
+pub mod resources;
 
 use serde::Serialize;
 
@@ -145,4 +148,34 @@ pub fn parse_member(member: &str) -> Option<(PrincipalKind, &str)> {
     let (kind, rest) = member.split_once(':')?;
     let kind = PrincipalKind::parse(kind)?;
     (!rest.is_empty()).then_some((kind, rest))
+}
+
+/// Appends the operation's audit event, commits and tells other nodes.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    ctx: &Ctx<'_>,
+    mut tx: crate::store::Tx,
+    seq: i64,
+    actor: &Actor,
+    action: &str,
+    target: &str,
+    scope: &str,
+    after: serde_json::Value,
+) -> Result<(), AccessError> {
+    crate::store::audit::append(
+        &mut tx,
+        seq,
+        crate::store::audit::NewAuditEvent {
+            actor: &actor.label,
+            action,
+            target,
+            scope,
+            before: None,
+            after: Some(after),
+        },
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    crate::server::sync::announce(ctx.ephemeral, seq).await;
+    Ok(())
 }

@@ -252,6 +252,19 @@ fn resource_from(r: ResourceTuple) -> ResourceRow {
 }
 
 type ServiceAccountTuple = (String, String, String, String, String, String, String, i64);
+fn service_account_from(r: ServiceAccountTuple) -> ServiceAccountRow {
+    ServiceAccountRow {
+        id: r.0,
+        client_id: r.1,
+        name: r.2,
+        parent: r.3,
+        slug: r.4,
+        display_name: r.5,
+        description: r.6,
+        disabled: flag(r.7),
+    }
+}
+
 type UserTuple = (String, String, String, Option<String>, i64, i64);
 type ClientTuple = (
     String,
@@ -303,21 +316,12 @@ impl Store {
     ) -> Result<Option<ServiceAccountRow>> {
         let row: Option<ServiceAccountTuple> = sqlx::query_as(
             "SELECT id, client_id, name, parent, slug, display_name, description, disabled \
-                 FROM service_accounts WHERE client_id = $1",
+             FROM service_accounts WHERE client_id = $1",
         )
         .bind(client_id)
         .fetch_optional(self.pool())
         .await?;
-        Ok(row.map(|r| ServiceAccountRow {
-            id: r.0,
-            client_id: r.1,
-            name: r.2,
-            parent: r.3,
-            slug: r.4,
-            display_name: r.5,
-            description: r.6,
-            disabled: flag(r.7),
-        }))
+        Ok(row.map(service_account_from))
     }
 
     /// Hashes of the unexpired secrets of a service account.
@@ -408,4 +412,100 @@ pub async fn delete_binding(tx: &mut AnyConnection, id: &str) -> Result<bool> {
         .execute(&mut *tx)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// How many live children a resource has.
+pub async fn live_children(tx: &mut AnyConnection, name: &str) -> Result<i64> {
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM resources WHERE parent = $1 AND deleted_at IS NULL")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+    Ok(n)
+}
+
+/// Marks a resource deleted (its name stays reserved) and removes the bindings and
+/// invitations on it; tells whether it was live.
+pub async fn delete_resource(tx: &mut AnyConnection, name: &str) -> Result<bool> {
+    let done =
+        sqlx::query("UPDATE resources SET deleted_at = $1 WHERE name = $2 AND deleted_at IS NULL")
+            .bind(crate::now_unix())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+    for sql in [
+        "DELETE FROM role_bindings WHERE scope = $1",
+        "DELETE FROM invitations WHERE scope = $1",
+    ] {
+        sqlx::query(sql).bind(name).execute(&mut *tx).await?;
+    }
+    Ok(done.rows_affected() > 0)
+}
+
+/// Changes a resource's display name; tells whether it is live.
+pub async fn rename_resource(
+    tx: &mut AnyConnection,
+    name: &str,
+    display_name: &str,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE resources SET display_name = $1 WHERE name = $2 AND deleted_at IS NULL",
+    )
+    .bind(display_name)
+    .bind(name)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Deletes one secret of a service account; tells whether it existed.
+pub async fn delete_secret(
+    tx: &mut AnyConnection,
+    service_account_id: &str,
+    id: &str,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "DELETE FROM service_account_secrets WHERE id = $1 AND service_account_id = $2",
+    )
+    .bind(id)
+    .bind(service_account_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Registers a public key of a service account.
+pub async fn insert_key(
+    tx: &mut AnyConnection,
+    id: &str,
+    service_account_id: &str,
+    public_key_pem: &str,
+    expires_at: Option<i64>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO service_account_keys (id, service_account_id, public_key_pem, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(service_account_id)
+    .bind(public_key_pem)
+    .bind(crate::now_unix())
+    .bind(expires_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Looks a service account up by name.
+    pub async fn service_account_by_name(&self, name: &str) -> Result<Option<ServiceAccountRow>> {
+        let row: Option<ServiceAccountTuple> = sqlx::query_as(
+            "SELECT id, client_id, name, parent, slug, display_name, description, disabled \
+             FROM service_accounts WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(service_account_from))
+    }
 }

@@ -8,6 +8,7 @@ mod bootstrap_cli;
 mod discovery;
 mod ephemeral_contract;
 mod evaluator_sync;
+mod iam_ops;
 mod keys;
 mod lifecycle;
 mod policies;

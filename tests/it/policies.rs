@@ -13,12 +13,12 @@ use gatehouse::store::iam::{self, ResourceRow, UserRow};
 
 use crate::support::{self, TestServer, secret};
 
-struct World {
-    s: TestServer,
-    owner: Actor,
+pub struct World {
+    pub s: TestServer,
+    pub owner: Actor,
 }
 
-fn binding(role: &str, members: &[&str]) -> PolicyBinding {
+pub fn binding(role: &str, members: &[&str]) -> PolicyBinding {
     PolicyBinding {
         role: role.into(),
         members: members.iter().map(|m| m.to_string()).collect(),
@@ -27,7 +27,22 @@ fn binding(role: &str, members: &[&str]) -> PolicyBinding {
 }
 
 impl World {
-    async fn new(adjust: impl FnOnce(&mut gatehouse::config::Config)) -> World {
+    /// The current view, to build a [`Ctx`] from.
+    pub fn view(&self) -> std::sync::Arc<Option<gatehouse::server::View>> {
+        self.s.state.view.load_full()
+    }
+
+    /// An operation context over `view`.
+    pub fn ctx<'a>(&'a self, view: &'a std::sync::Arc<Option<gatehouse::server::View>>) -> Ctx<'a> {
+        Ctx {
+            store: &self.s.state.store,
+            evaluator: &view.as_ref().as_ref().expect("view").evaluator,
+            ephemeral: &self.s.state.ephemeral,
+            now: gatehouse::now_unix(),
+        }
+    }
+
+    pub async fn new(adjust: impl FnOnce(&mut gatehouse::config::Config)) -> World {
         let s = TestServer::start_with(adjust).await;
         let catalog = gatehouse::iam::Catalog::named(&s.state.config.catalog).expect("catalog");
         let (out, _) = gatehouse::bootstrap::run(
@@ -119,11 +134,11 @@ impl World {
         w
     }
 
-    async fn reload(&self) {
+    pub async fn reload(&self) {
         sync::reload(&self.s.state).await.expect("reload");
     }
 
-    async fn actor(&self, email: &str) -> Actor {
+    pub async fn actor(&self, email: &str) -> Actor {
         let u = self
             .s
             .state
@@ -138,7 +153,7 @@ impl World {
         }
     }
 
-    async fn get(&self, actor: &Actor, scope: &str) -> Result<policy::Policy, AccessError> {
+    pub async fn get(&self, actor: &Actor, scope: &str) -> Result<policy::Policy, AccessError> {
         let view = self.s.state.view.load_full();
         let v = view.as_ref().as_ref().expect("view");
         let ctx = Ctx {
@@ -150,7 +165,7 @@ impl World {
         policy::get(&ctx, actor, scope).await
     }
 
-    async fn set(
+    pub async fn set(
         &self,
         actor: &Actor,
         scope: &str,
@@ -215,7 +230,7 @@ impl World {
         r
     }
 
-    fn check(&self, who: &Actor, perm: &str, resource: &str) -> bool {
+    pub fn check(&self, who: &Actor, perm: &str, resource: &str) -> bool {
         let view = self.s.state.view.load();
         view.as_ref().as_ref().expect("view").evaluator.check(
             PrincipalKind::User,

@@ -64,7 +64,8 @@ CREATE INDEX invitations_scope ON invitations (scope);
 CREATE TABLE service_account_keys (
     id TEXT PRIMARY KEY,
     service_account_id TEXT NOT NULL REFERENCES service_accounts (id) ON DELETE CASCADE,
-    public_jwk TEXT NOT NULL,
+    -- PEM (SPKI) of an RSA, P-256 or Ed25519 public key, for private_key_jwt
+    public_key_pem TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     expires_at BIGINT
 );

@@ -1,0 +1,301 @@
+//! Users and service accounts: creating them, and minting service-account
+//! credentials. Minting a secret or registering a key is impersonating the account,
+//! so it needs `iam.serviceAccountKeys.create` and every permission the account holds
+//! (the granting rule, applied to each of its bindings).
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::{AccessError, Actor, Ctx};
+use crate::bootstrap::{check_password, normalize_email};
+use crate::crypto::kek::Kek;
+use crate::crypto::password::Passwords;
+use crate::crypto::secret;
+use crate::iam::evaluator::PrincipalRef;
+use crate::iam::names::{self, Kind, ROOT};
+use crate::store::iam::{self, ServiceAccountRow, UserRow};
+use crate::store::{self, StoreError};
+
+/// Creates a user (`iam.users.create` on the instance).
+pub async fn create_user(
+    ctx: &Ctx<'_>,
+    passwords: &Passwords,
+    actor: &Actor,
+    email: &str,
+    display_name: &str,
+    password: Option<String>,
+    email_verified: bool,
+) -> Result<UserRow, AccessError> {
+    ctx.require(actor, "iam.users.create", ROOT)?;
+    let email = normalize_email(email).map_err(|m| AccessError::Invalid {
+        field: "email".into(),
+        message: m,
+    })?;
+    let password_hash = match password {
+        Some(p) => {
+            check_password(&p).map_err(|m| AccessError::Invalid {
+                field: "password".into(),
+                message: m,
+            })?;
+            Some(passwords.hash(p).await.map_err(|e| AccessError::Invalid {
+                field: "password".into(),
+                message: e.to_string(),
+            })?)
+        }
+        None => None,
+    };
+    let user = UserRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: email.clone(),
+        display_name: if display_name.trim().is_empty() {
+            email.clone()
+        } else {
+            display_name.to_owned()
+        },
+        password_hash,
+        email_verified,
+        disabled: false,
+    };
+    let mut tx = ctx.store.begin().await?;
+    let seq = store::bump_change(&mut tx, "user", &user.id).await?;
+    iam::insert_user(&mut tx, &user)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                AccessError::Refused(format!("an account for {email} exists"))
+            }
+            e => e.into(),
+        })?;
+    super::finish(
+        ctx,
+        tx,
+        seq,
+        actor,
+        "user.create",
+        &format!("user:{email}"),
+        ROOT,
+        json!({ "id": user.id, "email": email, "email_verified": email_verified }),
+    )
+    .await?;
+    Ok(user)
+}
+
+/// Creates a service account in an organization or project
+/// (`iam.serviceAccounts.create` there).
+pub async fn create_service_account(
+    ctx: &Ctx<'_>,
+    actor: &Actor,
+    parent: &str,
+    slug: &str,
+    display_name: &str,
+    description: &str,
+) -> Result<ServiceAccountRow, AccessError> {
+    ctx.require(actor, "iam.serviceAccounts.create", parent)?;
+    match names::parse(parent).map(|p| p.kind) {
+        Some(Kind::Organization | Kind::Project) => {}
+        _ => {
+            return Err(AccessError::Invalid {
+                field: "parent".into(),
+                message: "service accounts belong to an organization or a project".into(),
+            });
+        }
+    }
+    if !names::valid_slug(slug) {
+        return Err(AccessError::Invalid {
+            field: "slug".into(),
+            message: format!("{slug:?} must match [a-z0-9][a-z0-9-]{{1,62}}"),
+        });
+    }
+    let live = ctx
+        .store
+        .resource(parent)
+        .await?
+        .filter(|r| r.deleted_at.is_none());
+    if live.is_none() {
+        return Err(AccessError::NotFound(parent.to_owned()));
+    }
+    let sa = ServiceAccountRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        client_id: uuid::Uuid::new_v4().to_string(),
+        name: format!("{parent}/service-accounts/{slug}"),
+        parent: parent.to_owned(),
+        slug: slug.to_owned(),
+        display_name: display_name.to_owned(),
+        description: description.to_owned(),
+        disabled: false,
+    };
+    let mut tx = ctx.store.begin().await?;
+    let seq = store::bump_change(&mut tx, "service_account", &sa.name).await?;
+    iam::insert_service_account(&mut tx, &sa)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => AccessError::Refused(format!("{} exists", sa.name)),
+            e => e.into(),
+        })?;
+    super::finish(
+        ctx,
+        tx,
+        seq,
+        actor,
+        "service_account.create",
+        &sa.name,
+        parent,
+        json!({ "name": sa.name, "client_id": sa.client_id }),
+    )
+    .await?;
+    Ok(sa)
+}
+
+/// Checks that `actor` may act as the service account: `iam.serviceAccountKeys.create`
+/// on it and every permission of each of its bindings.
+fn may_impersonate(
+    ctx: &Ctx<'_>,
+    actor: &Actor,
+    sa: &ServiceAccountRow,
+) -> Result<(), AccessError> {
+    ctx.require(actor, "iam.serviceAccountKeys.create", &sa.name)?;
+    for b in ctx
+        .evaluator
+        .bindings_of(&PrincipalRef::service_account(sa.id.clone()))
+    {
+        if b.expires_at.is_some_and(|e| e <= ctx.now) {
+            continue;
+        }
+        ctx.evaluator
+            .can_grant(&actor.principal, &b.role, &b.scope, ctx.now)
+            .map_err(|e| {
+                AccessError::CannotGrant(format!(
+                    "minting credentials for {} means acting as it: {e}",
+                    sa.name
+                ))
+            })?;
+    }
+    Ok(())
+}
+
+async fn service_account(ctx: &Ctx<'_>, name: &str) -> Result<ServiceAccountRow, AccessError> {
+    ctx.store
+        .service_account_by_name(name)
+        .await?
+        .ok_or_else(|| AccessError::NotFound(name.to_owned()))
+}
+
+/// A minted secret, shown exactly once.
+#[derive(Clone, Debug, Serialize)]
+pub struct MintedSecret {
+    /// The secret's id (for revoking it).
+    pub id: String,
+    /// The secret itself; only its keyed hash is stored.
+    pub client_secret: String,
+    /// When it stops working.
+    pub expires_at: Option<i64>,
+}
+
+/// Mints a client secret for the service account named `name`.
+pub async fn mint_secret(
+    ctx: &Ctx<'_>,
+    kek: &Kek,
+    actor: &Actor,
+    name: &str,
+    expires_at: Option<i64>,
+) -> Result<MintedSecret, AccessError> {
+    let sa = service_account(ctx, name).await?;
+    may_impersonate(ctx, actor, &sa)?;
+    if expires_at.is_some_and(|e| e <= ctx.now) {
+        return Err(AccessError::Invalid {
+            field: "expires_at".into(),
+            message: "must be in the future".into(),
+        });
+    }
+    let minted = MintedSecret {
+        id: uuid::Uuid::new_v4().to_string(),
+        client_secret: secret::generate(),
+        expires_at,
+    };
+    let mut tx = ctx.store.begin().await?;
+    let seq = store::bump_change(&mut tx, "service_account", &sa.name).await?;
+    iam::insert_secret(
+        &mut tx,
+        &minted.id,
+        &sa.id,
+        &secret::hash(kek.secret_key(), &minted.client_secret),
+        expires_at,
+    )
+    .await?;
+    super::finish(
+        ctx,
+        tx,
+        seq,
+        actor,
+        "service_account.secret.create",
+        &sa.name,
+        &sa.parent,
+        json!({ "secret_id": minted.id, "expires_at": expires_at }),
+    )
+    .await?;
+    Ok(minted)
+}
+
+/// Revokes one secret (`iam.serviceAccountKeys.delete`).
+pub async fn revoke_secret(
+    ctx: &Ctx<'_>,
+    actor: &Actor,
+    name: &str,
+    secret_id: &str,
+) -> Result<(), AccessError> {
+    let sa = service_account(ctx, name).await?;
+    ctx.require(actor, "iam.serviceAccountKeys.delete", &sa.name)?;
+    let mut tx = ctx.store.begin().await?;
+    let seq = store::bump_change(&mut tx, "service_account", &sa.name).await?;
+    if !iam::delete_secret(&mut tx, &sa.id, secret_id).await? {
+        return Err(AccessError::NotFound(format!("{name}/secrets/{secret_id}")));
+    }
+    super::finish(
+        ctx,
+        tx,
+        seq,
+        actor,
+        "service_account.secret.delete",
+        &sa.name,
+        &sa.parent,
+        json!({ "secret_id": secret_id }),
+    )
+    .await
+}
+
+/// Registers a public key (PEM, RSA, P-256 or Ed25519) for `private_key_jwt`.
+pub async fn add_key(
+    ctx: &Ctx<'_>,
+    actor: &Actor,
+    name: &str,
+    public_key_pem: &str,
+) -> Result<String, AccessError> {
+    let sa = service_account(ctx, name).await?;
+    may_impersonate(ctx, actor, &sa)?;
+    let pem = public_key_pem.as_bytes();
+    let parses = jsonwebtoken::DecodingKey::from_rsa_pem(pem).is_ok()
+        || jsonwebtoken::DecodingKey::from_ec_pem(pem).is_ok()
+        || jsonwebtoken::DecodingKey::from_ed_pem(pem).is_ok();
+    if !parses || public_key_pem.contains("PRIVATE KEY") {
+        return Err(AccessError::Invalid {
+            field: "public_key_pem".into(),
+            message: "expected a PEM public key (RSA, P-256 or Ed25519)".into(),
+        });
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut tx = ctx.store.begin().await?;
+    let seq = store::bump_change(&mut tx, "service_account", &sa.name).await?;
+    iam::insert_key(&mut tx, &id, &sa.id, public_key_pem.trim(), None).await?;
+    super::finish(
+        ctx,
+        tx,
+        seq,
+        actor,
+        "service_account.key.create",
+        &sa.name,
+        &sa.parent,
+        json!({ "key_id": id }),
+    )
+    .await?;
+    Ok(id)
+}
