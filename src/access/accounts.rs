@@ -100,12 +100,7 @@ pub async fn create_service_account(
             });
         }
     }
-    if !names::valid_slug(slug) {
-        return Err(AccessError::Invalid {
-            field: "slug".into(),
-            message: format!("{slug:?} must match [a-z0-9][a-z0-9-]{{1,62}}"),
-        });
-    }
+    super::check_slug("slug", slug)?;
     let live = ctx
         .store
         .resource(parent)

@@ -35,12 +35,7 @@ pub async fn create_group(
 ) -> Result<GroupRow, AccessError> {
     let org = org(org_name)?;
     ctx.require(actor, "iam.groups.create", org)?;
-    if !names::valid_slug(slug) {
-        return Err(invalid(
-            "slug",
-            format!("{slug:?} must match [a-z0-9][a-z0-9-]{{1,62}}"),
-        ));
-    }
+    super::check_slug("slug", slug)?;
     let g = GroupRow {
         id: uuid::Uuid::new_v4().to_string(),
         name: format!("{org}/groups/{slug}"),
@@ -162,12 +157,7 @@ pub async fn put_custom_role(
 ) -> Result<RoleDef, AccessError> {
     let org = org(org_name)?;
     ctx.require(actor, "iam.roles.create", org)?;
-    if !names::valid_slug(slug) {
-        return Err(invalid(
-            "slug",
-            format!("{slug:?} must match [a-z0-9][a-z0-9-]{{1,62}}"),
-        ));
-    }
+    super::check_slug("slug", slug)?;
     if perms.is_empty() {
         return Err(invalid(
             "permissions",

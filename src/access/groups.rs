@@ -8,9 +8,8 @@ use super::{AccessError, Actor, Ctx, Warning, parse_member};
 use crate::bootstrap::normalize_email;
 use crate::iam::evaluator::{OwnerChange, PrincipalKind, PrincipalRef};
 use crate::iam::names;
-use crate::server::sync;
+use crate::store;
 use crate::store::directory::{self, GroupRow};
-use crate::store::{self, audit};
 
 async fn group(ctx: &Ctx<'_>, name: &str) -> Result<GroupRow, AccessError> {
     ctx.store
@@ -78,25 +77,22 @@ async fn write(
     if !changed {
         return Ok(());
     }
-    audit::append(
-        &mut tx,
+    let action = if add {
+        "group.member.add"
+    } else {
+        "group.member.remove"
+    };
+    super::finish(
+        ctx,
+        tx,
         seq,
-        audit::NewAuditEvent {
-            actor: &actor.label,
-            action: if add {
-                "group.member.add"
-            } else {
-                "group.member.remove"
-            },
-            target: &g.name,
-            scope: &g.org,
-            before: None,
-            after: Some(json!({ "member": label })),
-        },
+        actor,
+        action,
+        &g.name,
+        &g.org,
+        json!({ "member": label }),
     )
     .await?;
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
-    sync::announce(ctx.ephemeral, seq).await;
     Ok(())
 }
 

@@ -142,6 +142,18 @@ impl Ctx<'_> {
     }
 }
 
+/// Checks a slug, naming `field` when it is invalid.
+pub(crate) fn check_slug(field: &str, slug: &str) -> Result<(), AccessError> {
+    if crate::iam::names::valid_slug(slug) {
+        Ok(())
+    } else {
+        Err(AccessError::Invalid {
+            field: field.into(),
+            message: format!("{slug:?} must match [a-z0-9][a-z0-9-]{{1,62}}"),
+        })
+    }
+}
+
 /// Parses a member as written in policies: `user:<email>`,
 /// `serviceAccount:<client_id>` or `group:orgs/<org>/groups/<slug>`.
 pub fn parse_member(member: &str) -> Option<(PrincipalKind, &str)> {

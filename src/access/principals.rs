@@ -7,9 +7,8 @@ use serde_json::json;
 
 use super::{AccessError, Actor, Ctx, Warning};
 use crate::iam::evaluator::{OwnerChange, PrincipalKind, PrincipalRef};
-use crate::server::sync;
+use crate::store;
 use crate::store::directory::lifecycle;
-use crate::store::{self, audit};
 
 /// What to do to a principal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,20 +86,17 @@ pub async fn change(
             Change::Delete => "delete",
         }
     );
-    audit::append(
-        &mut tx,
+    let target = format!("{}:{}", principal.kind.as_str(), principal.id);
+    super::finish(
+        ctx,
+        tx,
         seq,
-        audit::NewAuditEvent {
-            actor: &actor.label,
-            action: &action,
-            target: &format!("{}:{}", principal.kind.as_str(), principal.id),
-            scope: resource,
-            before: None,
-            after: Some(json!({ "change": action })),
-        },
+        actor,
+        &action,
+        &target,
+        resource,
+        json!({ "change": action }),
     )
     .await?;
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
-    sync::announce(ctx.ephemeral, seq).await;
     Ok(warnings)
 }

@@ -45,12 +45,7 @@ pub async fn create(
         &format!("resourcemanager.{}.create", plural(kind)),
         on,
     )?;
-    if !names::valid_slug(slug) {
-        return Err(invalid(
-            "slug",
-            format!("{slug:?} must match [a-z0-9][a-z0-9-]{{1,62}}"),
-        ));
-    }
+    super::check_slug("slug", slug)?;
     if display_name.trim().is_empty() || display_name.len() > 200 {
         return Err(invalid("display_name", "must be 1 to 200 bytes".into()));
     }

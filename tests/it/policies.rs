@@ -154,14 +154,8 @@ impl World {
     }
 
     pub async fn get(&self, actor: &Actor, scope: &str) -> Result<policy::Policy, AccessError> {
-        let view = self.s.state.view.load_full();
-        let v = view.as_ref().as_ref().expect("view");
-        let ctx = Ctx {
-            store: &self.s.state.store,
-            evaluator: &v.evaluator,
-            ephemeral: &self.s.state.ephemeral,
-            now: gatehouse::now_unix(),
-        };
+        let view = self.view();
+        let ctx = self.ctx(&view);
         policy::get(&ctx, actor, scope).await
     }
 
@@ -172,14 +166,8 @@ impl World {
         etag: &str,
         b: &[PolicyBinding],
     ) -> Result<policy::Written, AccessError> {
-        let view = self.s.state.view.load_full();
-        let v = view.as_ref().as_ref().expect("view");
-        let ctx = Ctx {
-            store: &self.s.state.store,
-            evaluator: &v.evaluator,
-            ephemeral: &self.s.state.ephemeral,
-            now: gatehouse::now_unix(),
-        };
+        let view = self.view();
+        let ctx = self.ctx(&view);
         let r = policy::set(&ctx, actor, scope, etag, b).await;
         self.reload().await;
         r
@@ -192,14 +180,8 @@ impl World {
         member: &str,
         add: bool,
     ) -> Result<Vec<Warning>, AccessError> {
-        let view = self.s.state.view.load_full();
-        let v = view.as_ref().as_ref().expect("view");
-        let ctx = Ctx {
-            store: &self.s.state.store,
-            evaluator: &v.evaluator,
-            ephemeral: &self.s.state.ephemeral,
-            now: gatehouse::now_unix(),
-        };
+        let view = self.view();
+        let ctx = self.ctx(&view);
         let r = if add {
             groups::add_member(&ctx, actor, group, member)
                 .await
@@ -217,14 +199,8 @@ impl World {
         who: &PrincipalRef,
         change: Change,
     ) -> Result<Vec<Warning>, AccessError> {
-        let view = self.s.state.view.load_full();
-        let v = view.as_ref().as_ref().expect("view");
-        let ctx = Ctx {
-            store: &self.s.state.store,
-            evaluator: &v.evaluator,
-            ephemeral: &self.s.state.ephemeral,
-            now: gatehouse::now_unix(),
-        };
+        let view = self.view();
+        let ctx = self.ctx(&view);
         let r = principals::change(&ctx, actor, who, "*", change).await;
         self.reload().await;
         r
