@@ -34,6 +34,24 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "iam", include_str!("migrations/0002_iam.sql")),
 ];
 
+/// Makes the audit log append-only on SQLite.
+const SQLITE_APPEND_ONLY: &str = "
+CREATE TRIGGER IF NOT EXISTS audit_events_no_update BEFORE UPDATE ON audit_events
+BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_events_no_delete BEFORE DELETE ON audit_events
+BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
+";
+
+/// Makes the audit log append-only on PostgreSQL (rows and TRUNCATE).
+const POSTGRES_APPEND_ONLY: &str = "
+CREATE OR REPLACE FUNCTION gatehouse_append_only() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN RAISE EXCEPTION 'audit_events is append-only'; END $$;
+CREATE OR REPLACE TRIGGER audit_events_no_change BEFORE UPDATE OR DELETE ON audit_events
+FOR EACH ROW EXECUTE FUNCTION gatehouse_append_only();
+CREATE OR REPLACE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
+FOR EACH STATEMENT EXECUTE FUNCTION gatehouse_append_only();
+";
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -123,7 +141,18 @@ impl Store {
         Migrator::with_migrations(migrations)
             .run(&self.pool)
             .await
-            .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))
+            .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))?;
+        // Triggers are the one thing the two dialects cannot share: applied here,
+        // idempotently, after the shared migrations.
+        let guard = match self.kind {
+            DatabaseKind::Sqlite => SQLITE_APPEND_ONLY,
+            DatabaseKind::Postgres => POSTGRES_APPEND_ONLY,
+        };
+        self.pool
+            .execute(guard)
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("audit log guard: {e}")))?;
+        Ok(())
     }
 
     /// Which backend this is.

@@ -308,3 +308,56 @@ async fn sigterm_lets_in_flight_requests_finish() {
         "stopped"
     );
 }
+
+#[tokio::test]
+async fn log_lines_are_json_and_carry_the_request_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = command(
+        dir.path(),
+        &["serve"],
+        &[("GATEHOUSE_LISTEN", &listen), ("GATEHOUSE_LOG", "debug")],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn");
+    let server = Running {
+        child,
+        base: format!("http://{listen}"),
+    };
+    server.ready().await;
+    let r = client()
+        .get(format!(
+            "{}/.well-known/jwks.json?code=do-not-log-me",
+            server.base
+        ))
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    server.terminate();
+    let out = server.child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let request_lines: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["path"] == "/.well-known/jwks.json")
+        .collect();
+    assert!(
+        !request_lines.is_empty(),
+        "the request was logged at debug: {stderr}"
+    );
+    for l in request_lines {
+        assert_eq!(l["span"]["request_id"], "trace-abc-123", "{l}");
+    }
+    assert!(
+        !stderr.contains("do-not-log-me"),
+        "query strings are never logged"
+    );
+}

@@ -239,6 +239,21 @@ async fn contract(store: &Store) {
         .await
         .expect("page");
     assert_eq!(page, vec![tail[1].clone()]);
+    // the log is append-only, whatever SQL reaches the database
+    for attack in [
+        "UPDATE audit_events SET actor = 'someone else'",
+        "DELETE FROM audit_events",
+    ] {
+        let mut tx = store.begin().await.expect("begin");
+        let r = sqlx::query(attack).execute(&mut *tx).await;
+        assert!(r.is_err(), "{attack} must fail");
+        let _ = tx.rollback().await;
+    }
+    assert_eq!(
+        store.audit_events(None, 10_000).await.expect("list"),
+        all,
+        "nothing changed"
+    );
 
     // Signing keys: the first key is stored once, rotation retires, revocation marks.
     let (kek, _) = Kek::generate();
