@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod definitions;
 pub mod groups;
+pub mod invitations;
 pub mod policy;
 pub mod principals;
 pub mod resources;

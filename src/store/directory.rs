@@ -68,6 +68,18 @@ pub struct InvitationRow {
 
 type InvitationTuple = (String, String, String, String, String, Option<i64>, String);
 
+fn invitation_from(r: InvitationTuple) -> InvitationRow {
+    InvitationRow {
+        id: r.0,
+        email: r.1,
+        org: r.2,
+        scope: r.3,
+        role: r.4,
+        expires_at: r.5,
+        invited_by: r.6,
+    }
+}
+
 impl Store {
     /// Loads every principal, membership, binding, registered permission and custom
     /// role.
@@ -224,18 +236,7 @@ impl Store {
         .bind(scope)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| InvitationRow {
-                id: r.0,
-                email: r.1,
-                org: r.2,
-                scope: r.3,
-                role: r.4,
-                expires_at: r.5,
-                invited_by: r.6,
-            })
-            .collect())
+        Ok(rows.into_iter().map(invitation_from).collect())
     }
 }
 
@@ -525,4 +526,26 @@ pub mod lifecycle {
         .await?;
         Ok(done.rows_affected() > 0)
     }
+}
+
+impl Store {
+    /// Pending invitations for an email, every scope.
+    pub async fn invitations_for(&self, email: &str) -> Result<Vec<InvitationRow>> {
+        let rows: Vec<InvitationTuple> = sqlx::query_as(
+            "SELECT id, email, org, scope, role, expires_at, invited_by FROM invitations WHERE email = $1 ORDER BY scope, role",
+        )
+        .bind(email)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(invitation_from).collect())
+    }
+}
+
+/// Removes one invitation; tells whether it existed.
+pub async fn delete_invitation(tx: &mut AnyConnection, id: &str) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM invitations WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }

@@ -437,3 +437,124 @@ async fn users_apis_groups_and_custom_roles() {
     ));
     w.s.stop().await;
 }
+
+#[tokio::test]
+async fn invitations_become_bindings_only_while_the_inviter_can_grant() {
+    let w = World::new(|_| {}).await;
+    let st = &w.s.state;
+    let p = w.get(&w.owner, "orgs/acme").await.expect("read");
+    let alice_member = "user:alice@acme.test";
+    // alice owns orgs/acme too, and invites two people into the backend project
+    let p = w
+        .set(
+            &w.owner,
+            "orgs/acme",
+            &p.etag,
+            &[binding("owner", &["user:owner@acme.test", alice_member])],
+        )
+        .await
+        .expect("two owners");
+    let alice = w.actor("alice@acme.test").await;
+    let bp = w
+        .get(&alice, "orgs/acme/projects/backend")
+        .await
+        .expect("read");
+    let written = w
+        .set(
+            &alice,
+            "orgs/acme/projects/backend",
+            &bp.etag,
+            &[binding(
+                "editor",
+                &["user:new1@acme.test", "user:new2@acme.test"],
+            )],
+        )
+        .await
+        .expect("invite");
+    assert_eq!(
+        written.policy.bindings[0].pending_members,
+        vec!["user:new1@acme.test", "user:new2@acme.test"]
+    );
+
+    // new1 signs up and verifies: the invitation becomes a binding
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    let new1 = accounts::create_user(
+        &ctx,
+        &st.passwords,
+        &w.owner,
+        "new1@acme.test",
+        "",
+        None,
+        true,
+    )
+    .await
+    .expect("user");
+    w.reload().await;
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    let out = gatehouse::access::invitations::accept(&ctx, &new1.id, "new1@acme.test")
+        .await
+        .expect("accept");
+    assert_eq!(out.len(), 1);
+    assert!(out[0].accepted);
+    w.reload().await;
+    let new1_actor = w.actor("new1@acme.test").await;
+    assert!(w.check(
+        &new1_actor,
+        "resourcemanager.projects.update",
+        "orgs/acme/projects/backend"
+    ));
+
+    // alice stops being an owner before new2 accepts: the old invitation grants nothing
+    let p = w.get(&w.owner, "orgs/acme").await.expect("read");
+    w.set(
+        &w.owner,
+        "orgs/acme",
+        &p.etag,
+        &[binding("owner", &["user:owner@acme.test"])],
+    )
+    .await
+    .expect("demote alice");
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    let new2 = accounts::create_user(
+        &ctx,
+        &st.passwords,
+        &w.owner,
+        "new2@acme.test",
+        "",
+        None,
+        true,
+    )
+    .await
+    .expect("user");
+    w.reload().await;
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    let out = gatehouse::access::invitations::accept(&ctx, &new2.id, "new2@acme.test")
+        .await
+        .expect("accept");
+    assert_eq!(out.len(), 1);
+    assert!(
+        !out[0].accepted,
+        "the granting rule is checked again at acceptance"
+    );
+    w.reload().await;
+    let new2_actor = w.actor("new2@acme.test").await;
+    assert!(!w.check(
+        &new2_actor,
+        "resourcemanager.projects.get",
+        "orgs/acme/projects/backend"
+    ));
+    assert!(
+        st.store
+            .invitations_for("new2@acme.test")
+            .await
+            .expect("list")
+            .is_empty(),
+        "used up either way"
+    );
+    let _ = p;
+    w.s.stop().await;
+}
