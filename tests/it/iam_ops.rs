@@ -445,15 +445,14 @@ async fn invitations_become_bindings_only_while_the_inviter_can_grant() {
     let p = w.get(&w.owner, "orgs/acme").await.expect("read");
     let alice_member = "user:alice@acme.test";
     // alice owns orgs/acme too, and invites two people into the backend project
-    let p = w
-        .set(
-            &w.owner,
-            "orgs/acme",
-            &p.etag,
-            &[binding("owner", &["user:owner@acme.test", alice_member])],
-        )
-        .await
-        .expect("two owners");
+    w.set(
+        &w.owner,
+        "orgs/acme",
+        &p.etag,
+        &[binding("owner", &["user:owner@acme.test", alice_member])],
+    )
+    .await
+    .expect("two owners");
     let alice = w.actor("alice@acme.test").await;
     let bp = w
         .get(&alice, "orgs/acme/projects/backend")
@@ -555,6 +554,5 @@ async fn invitations_become_bindings_only_while_the_inviter_can_grant() {
             .is_empty(),
         "used up either way"
     );
-    let _ = p;
     w.s.stop().await;
 }
