@@ -123,6 +123,19 @@ impl FromStr for SigningAlg {
     }
 }
 
+/// An API (resource server) registered from the configuration file.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Its identifier URI, the `aud` of tokens for it.
+    pub identifier: String,
+    /// Shown on consent pages.
+    pub display_name: String,
+    /// The permissions it defines.
+    #[serde(default)]
+    pub permissions: Vec<crate::iam::permissions::Permission>,
+}
+
 /// The role catalogs compiled into the binary.
 pub const CATALOGS: &[&str] = &["default", "stackpath", "mia-platform", "cloud-iam"];
 
@@ -132,6 +145,8 @@ macro_rules! settings {
         #[derive(Clone, Debug)]
         pub struct Config {
             $( $(#[doc = $doc])* pub $field: $ty, )*
+            /// APIs registered at start (`[[apis]]` tables of the TOML file).
+            pub apis: Vec<ApiConfig>,
         }
 
         /// The TOML file: every key optional, unknown keys refused.
@@ -139,6 +154,8 @@ macro_rules! settings {
         #[serde(deny_unknown_fields)]
         struct FileConfig {
             $( #[serde(default)] $field: Option<$ty>, )*
+            #[serde(default)]
+            apis: Vec<ApiConfig>,
         }
 
         /// Every setting as (TOML key, environment variable, documentation).
@@ -148,7 +165,7 @@ macro_rules! settings {
 
         impl Default for Config {
             fn default() -> Self {
-                Config { $( $field: $default, )* }
+                Config { $( $field: $default, )* apis: Vec::new() }
             }
         }
 
@@ -160,6 +177,7 @@ macro_rules! settings {
                         .map_err(|e| ConfigError(format!("{}: {e}", $env)))?,
                     None => file.$field.unwrap_or(defaults.$field),
                 }, )*
+                apis: file.apis,
             })
         }
     };
@@ -519,6 +537,17 @@ mod tests {
             );
             assert!(!doc.is_empty(), "{key} has a doc comment");
         }
+    }
+
+    #[test]
+    fn apis_come_from_the_file() {
+        let file = "[[apis]]\nidentifier = \"https://storage.example\"\ndisplay_name = \"Storage\"\n\
+                    permissions = [{ name = \"object-storage.buckets.read\", description = \"Read buckets\" }]\n";
+        let c = Config::from_sources(Some((Path::new("g.toml"), file)), &[]).expect("valid");
+        assert_eq!(c.apis.len(), 1);
+        assert_eq!(c.apis[0].permissions[0].name, "object-storage.buckets.read");
+        let bad = "[[apis]]\nidentifier = \"x\"\ndisplay_name = \"y\"\nscopes = []\n";
+        assert!(err(Some(bad), &[]).contains("unknown field `scopes`"));
     }
 
     #[test]

@@ -81,17 +81,14 @@ fn valid_identifier(identifier: &str) -> bool {
     }
 }
 
-/// Registers an API and its permissions (`iam.apis.create` on the instance). Its
-/// services may not be gatehouse's own (`iam`, `resourcemanager`) or a catalog's.
-pub async fn register_api(
-    ctx: &Ctx<'_>,
-    actor: &Actor,
+/// Checks an API before it is registered: its identifier, its permission names, and
+/// that it claims no service of gatehouse's or of the catalog's.
+pub fn validate_api(
     issuer: &str,
+    catalog: &crate::iam::Catalog,
     identifier: &str,
-    display_name: &str,
     permissions: &[Permission],
 ) -> Result<(), AccessError> {
-    ctx.require(actor, "iam.apis.create", ROOT)?;
     if !valid_identifier(identifier) || identifier == format!("{issuer}/v1") {
         return Err(invalid(
             "identifier",
@@ -102,7 +99,7 @@ pub async fn register_api(
     }
     let builtin: Vec<String> = crate::iam::catalog::builtin_permissions()
         .into_iter()
-        .chain(ctx.evaluator.roles().catalog().permissions.iter().cloned())
+        .chain(catalog.permissions.iter().cloned())
         .map(|p| p.name)
         .collect();
     let reserved = |name: &str| {
@@ -123,6 +120,26 @@ pub async fn register_api(
             ));
         }
     }
+    Ok(())
+}
+
+/// Registers an API and its permissions (`iam.apis.create` on the instance). Its
+/// services may not be gatehouse's own (`iam`, `resourcemanager`) or a catalog's.
+pub async fn register_api(
+    ctx: &Ctx<'_>,
+    actor: &Actor,
+    issuer: &str,
+    identifier: &str,
+    display_name: &str,
+    permissions: &[Permission],
+) -> Result<(), AccessError> {
+    ctx.require(actor, "iam.apis.create", ROOT)?;
+    validate_api(
+        issuer,
+        ctx.evaluator.roles().catalog(),
+        identifier,
+        permissions,
+    )?;
     let mut tx = ctx.store.begin().await?;
     let seq = store::bump_change(&mut tx, "api", identifier).await?;
     directory::register_api(&mut tx, identifier, display_name, permissions)

@@ -64,3 +64,19 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(json!({ "error": "not_found" }))).into_response()
 }
+
+/// The router a node serves while it starts: alive, not ready.
+pub fn starting_app() -> axum::Router {
+    let unavailable = || async {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({ "status": "unavailable", "reason": "starting: opening the stores and loading IAM data" }),
+            ),
+        )
+    };
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(unavailable))
+        .fallback(unavailable)
+}

@@ -88,6 +88,7 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
     let issuer = config.issuer();
     let now = crate::now_unix();
     let catalog = open_catalog(&config)?;
+    register_configured_apis(&config, &store, &catalog).await?;
     let state = AppState::new(Shared {
         catalog,
         discovery: Document::new(&crate::oidc::discovery(&issuer, &config)),
@@ -112,6 +113,64 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
         }
     })?;
     Ok(state)
+}
+
+/// Registers the APIs of the configuration file (`[[apis]]`), skipping those already
+/// stored as configured, so a restart writes nothing.
+pub async fn register_configured_apis(
+    config: &Config,
+    store: &Store,
+    catalog: &crate::iam::Catalog,
+) -> Result<(), StartError> {
+    let issuer = config.issuer();
+    for (i, api) in config.apis.iter().enumerate() {
+        let at = |e: String| StartError(format!("config file apis[{i}] ({}): {e}", api.identifier));
+        crate::access::definitions::validate_api(
+            &issuer,
+            catalog,
+            &api.identifier,
+            &api.permissions,
+        )
+        .map_err(|e| at(e.to_string()))?;
+        let mut wanted = api.permissions.clone();
+        wanted.sort_by(|a, b| a.name.cmp(&b.name));
+        if store.api(&api.identifier).await.map_err(db_error)?
+            == Some((api.display_name.clone(), wanted))
+        {
+            continue;
+        }
+        let mut tx = store.begin().await.map_err(db_error)?;
+        let seq = crate::store::bump_change(&mut tx, "api", &api.identifier)
+            .await
+            .map_err(db_error)?;
+        crate::store::directory::register_api(
+            &mut tx,
+            &api.identifier,
+            &api.display_name,
+            &api.permissions,
+        )
+        .await
+        .map_err(|e| at(e.to_string()))?;
+        let names: Vec<&str> = api.permissions.iter().map(|p| p.name.as_str()).collect();
+        crate::store::audit::append(
+            &mut tx,
+            seq,
+            crate::store::audit::NewAuditEvent {
+                actor: "system:config",
+                action: "api.register",
+                target: &api.identifier,
+                scope: "*",
+                before: None,
+                after: Some(
+                    serde_json::json!({ "identifier": api.identifier, "permissions": names }),
+                ),
+            },
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(|e| db_error(e.into()))?;
+    }
+    Ok(())
 }
 
 /// The active role catalog.
@@ -166,10 +225,28 @@ pub async fn serve(
 pub async fn run(config: Config) -> Result<(), StartError> {
     let listen = config.listen;
     let started = std::time::Instant::now();
-    let state = open(config).await?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| StartError(format!("GATEHOUSE_LISTEN: cannot listen on {listen}: {e}")))?;
+    let cannot_listen =
+        |e: std::io::Error| StartError(format!("GATEHOUSE_LISTEN: cannot listen on {listen}: {e}"));
+    // Listen first: while the stores open and the IAM data loads, /readyz answers 503.
+    let socket = std::net::TcpListener::bind(listen).map_err(cannot_listen)?;
+    socket.set_nonblocking(true).map_err(cannot_listen)?;
+    let early =
+        TcpListener::from_std(socket.try_clone().map_err(cannot_listen)?).map_err(cannot_listen)?;
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<()>();
+    let starting = axum::serve(early, crate::http::health::starting_app()).with_graceful_shutdown(
+        async move {
+            let _ = loaded_rx.await;
+        },
+    );
+    let loading = tokio::spawn(async move { starting.await });
+    let opened = tokio::select! {
+        opened = open(config) => opened,
+        _ = shutdown_signal() => Err(StartError("stopped while starting".into())),
+    };
+    let _ = loaded_tx.send(());
+    let _ = loading.await;
+    let state = opened?;
+    let listener = TcpListener::from_std(socket).map_err(cannot_listen)?;
     tracing::info!(
         listen = %listen,
         issuer = %state.issuer,

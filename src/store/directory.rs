@@ -549,3 +549,30 @@ pub async fn delete_invitation(tx: &mut AnyConnection, id: &str) -> Result<bool>
         .await?;
     Ok(done.rows_affected() > 0)
 }
+
+impl Store {
+    /// A registered API's display name and permissions.
+    pub async fn api(&self, identifier: &str) -> Result<Option<(String, Vec<Permission>)>> {
+        let api: Option<(String,)> =
+            sqlx::query_as("SELECT display_name FROM apis WHERE identifier = $1")
+                .bind(identifier)
+                .fetch_optional(self.pool())
+                .await?;
+        let Some((display_name,)) = api else {
+            return Ok(None);
+        };
+        let perms: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, description FROM api_permissions WHERE api = $1 ORDER BY name",
+        )
+        .bind(identifier)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(Some((
+            display_name,
+            perms
+                .into_iter()
+                .map(|(name, description)| Permission { name, description })
+                .collect(),
+        )))
+    }
+}

@@ -21,9 +21,10 @@ impl Running {
         let listen = format!("127.0.0.1:{port}");
         let mut all = vec![("GATEHOUSE_LISTEN", listen.as_str())];
         all.extend_from_slice(vars);
+        // stderr is not read here: a pipe nobody drains would block the server's logger
         let child = command(dir, &["serve"], &all)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .expect("spawn gatehouse");
         Running {
@@ -53,12 +54,14 @@ impl Running {
         assert!(ok);
     }
 
-    fn wait(mut self) -> std::process::ExitStatus {
+    /// Waits for the process to exit, without blocking the test's runtime (which may
+    /// be running a proxy the server depends on).
+    async fn wait(mut self) -> std::process::ExitStatus {
         for _ in 0..200 {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = self.child.kill();
         panic!("gatehouse did not exit after SIGTERM");
@@ -136,7 +139,7 @@ async fn first_start_then_restart_keeps_keys_and_data() {
     );
 
     server.terminate();
-    assert!(server.wait().success(), "SIGTERM is a clean exit");
+    assert!(server.wait().await.success(), "SIGTERM is a clean exit");
 
     let again = Running::start(dir.path(), &[]);
     again.ready().await;
@@ -162,7 +165,7 @@ async fn first_start_then_restart_keeps_keys_and_data() {
         "data survived"
     );
     again.terminate();
-    assert!(again.wait().success());
+    assert!(again.wait().await.success());
 }
 
 /// Runs `serve` expecting it to refuse; returns its single stderr line.
@@ -227,7 +230,7 @@ async fn bad_settings_stop_it_with_one_line_naming_the_setting() {
     let first = Running::start(d, &[]);
     first.ready().await;
     first.terminate();
-    assert!(first.wait().success());
+    assert!(first.wait().await.success());
     let (_, other) = gatehouse::crypto::kek::Kek::generate();
     let line = refuses(d, &["serve"], &[("GATEHOUSE_KEY_ENCRYPTION_KEY", &other)]);
     assert!(
@@ -298,7 +301,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
         .expect("the in-flight request got an answer");
     assert_eq!(status, 200);
     let base = server.base.clone();
-    assert!(server.wait().success());
+    assert!(server.wait().await.success());
     assert!(
         client()
             .get(format!("{base}/healthz"))
@@ -360,4 +363,52 @@ async fn log_lines_are_json_and_carry_the_request_id() {
         !stderr.contains("do-not-log-me"),
         "query strings are never logged"
     );
+}
+
+#[tokio::test]
+async fn readyz_answers_503_until_the_node_has_loaded() {
+    let Some(base) = support::backend("GATEHOUSE_TEST_DATABASE_URL") else {
+        return;
+    };
+    let upstream = url::Url::parse(&base).expect("url");
+    let proxy = Proxy::start(format!(
+        "{}:{}",
+        upstream.host_str().expect("host"),
+        upstream.port().unwrap_or(5432)
+    ))
+    .await;
+    let mut via = upstream.clone();
+    via.set_host(Some("127.0.0.1")).expect("host");
+    via.set_port(Some(proxy.addr.port())).expect("port");
+    let db = support::fresh_schema(via.as_str()).await;
+    // every answer from the database now takes a while: starting takes seconds
+    proxy.slow(Duration::from_millis(150));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Running::start(dir.path(), &[("GATEHOUSE_DATABASE_URL", &db)]);
+    let http = client();
+    let mut saw_starting = false;
+    for _ in 0..200 {
+        let answer = http.get(format!("{}/readyz", server.base)).send().await;
+        if let Ok(r) = answer
+            && r.status() == 503
+        {
+            let body: Value = r.json().await.expect("json");
+            let reason = body["reason"].as_str().expect("reason");
+            assert!(reason.starts_with("starting"), "{body}");
+            let alive = http
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .await
+                .expect("healthz");
+            assert_eq!(alive.status(), 200, "alive while starting");
+            saw_starting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_starting, "/readyz said 503 while the node was starting");
+    proxy.slow(Duration::ZERO);
+    server.ready().await;
+    server.terminate();
+    assert!(server.wait().await.success());
 }
