@@ -556,3 +556,52 @@ async fn invitations_become_bindings_only_while_the_inviter_can_grant() {
     );
     w.s.stop().await;
 }
+
+#[tokio::test]
+async fn stackpath_members_can_use_the_default_stack() {
+    let w = World::new(|c| c.catalog = "stackpath".into()).await;
+    let st = &w.s.state;
+    let p = w.get(&w.owner, "orgs/acme").await.expect("read");
+    let mut bindings = p.bindings.clone();
+    bindings.push(binding("roles/identityViewer", &["user:joiner@acme.test"]));
+    w.set(&w.owner, "orgs/acme", &p.etag, &bindings)
+        .await
+        .expect("invite");
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    let joiner = accounts::create_user(
+        &ctx,
+        &st.passwords,
+        &w.owner,
+        "joiner@acme.test",
+        "",
+        None,
+        true,
+    )
+    .await
+    .expect("user");
+    w.reload().await;
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    let out = gatehouse::access::invitations::accept(&ctx, &joiner.id, "joiner@acme.test")
+        .await
+        .expect("accept");
+    assert!(out[0].accepted);
+    w.reload().await;
+    let j = w.actor("joiner@acme.test").await;
+    assert!(
+        w.check(
+            &j,
+            "resourcemanager.projects.update",
+            "orgs/acme/projects/default"
+        ),
+        "the default stack is theirs to use"
+    );
+    assert!(!w.check(
+        &j,
+        "resourcemanager.projects.update",
+        "orgs/acme/projects/other"
+    ));
+    assert!(!w.check(&j, "billing.invoices.get", "orgs/acme"));
+    w.s.stop().await;
+}
