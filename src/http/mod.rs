@@ -27,6 +27,10 @@ pub fn app(state: AppState) -> Router {
         .route(oidc::DISCOVERY_PATH, get(oidc::discovery_document))
         .route(oidc::JWKS_PATH, get(oidc::jwks_document))
         .route(oidc::ROLE_CATALOG_PATH, get(oidc::role_catalog_document))
+        .route(
+            crate::oauth2::token::PATH,
+            axum::routing::post(crate::oauth2::token::token),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -6,6 +6,7 @@
 //! lets in-flight requests finish. `gatehouse serve` is [`run`]; tests call [`open`]
 //! and [`serve`] on `127.0.0.1:0`.
 
+pub mod events;
 pub mod state;
 pub mod sync;
 
@@ -99,6 +100,7 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
         applied_seq: AtomicI64::new(0),
         passwords: Passwords::new(),
         metrics: Metrics::new(),
+        events: events::Events::start(store.clone()),
         issuer,
         config,
         store,
@@ -216,6 +218,7 @@ pub async fn serve(
         }
     };
     follower.abort();
+    state.events.drain(Duration::from_secs(2)).await;
     state.store.close().await;
     result
 }

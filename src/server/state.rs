@@ -2,6 +2,7 @@
 //! and the in-memory view of IAM data, each swapped whole when the change sequence
 //! moves so that readers never lock.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::crypto::password::Passwords;
 use crate::ephemeral::{Ephemeral, EphemeralStore};
 use crate::iam::{Catalog, Evaluator};
 use crate::store::Store;
+use crate::store::directory::ServiceAccountCredentials;
 use crate::telemetry::Metrics;
 
 /// A JSON document served as is, with its validator.
@@ -42,6 +44,12 @@ pub struct View {
     pub seq: i64,
     /// Every binding, membership and principal state, ready to evaluate.
     pub evaluator: Evaluator,
+    /// Service-account credentials by client id, so client credentials read no
+    /// database.
+    pub service_accounts: HashMap<String, ServiceAccountCredentials>,
+    /// Identifiers of the registered APIs (valid `resource` values besides the admin
+    /// API).
+    pub apis: HashSet<String>,
 }
 
 /// Shared node state; cheap to clone.
@@ -73,6 +81,8 @@ pub struct Shared {
     pub passwords: Passwords,
     /// The node's metrics.
     pub metrics: Metrics,
+    /// Authentication events on their way to the audit log.
+    pub events: super::events::Events,
     /// The signing keys.
     pub keys: ArcSwap<KeyRing>,
     /// The JWKS document for the current key ring.

@@ -50,7 +50,27 @@ pub async fn reload(state: &AppState) -> Result<(), String> {
     if published.etag != state.role_catalog.load().etag {
         state.role_catalog.store(Arc::new(published));
     }
-    state.view.store(Arc::new(Some(View { seq, evaluator })));
+    let service_accounts = state
+        .store
+        .service_account_credentials()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|c| (c.client_id.clone(), c))
+        .collect();
+    let apis = state
+        .store
+        .api_identifiers()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    state.view.store(Arc::new(Some(View {
+        seq,
+        evaluator,
+        service_accounts,
+        apis,
+    })));
     state.applied_seq.fetch_max(seq, Ordering::AcqRel);
     Ok(())
 }

@@ -576,3 +576,62 @@ impl Store {
         )))
     }
 }
+
+/// A service account's credentials as held in memory for client credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAccountCredentials {
+    /// Its id, the `sub` of its tokens.
+    pub id: String,
+    /// Its client id.
+    pub client_id: String,
+    /// Its name.
+    pub name: String,
+    /// The organization or project it belongs to (its tokens are narrowed to it).
+    pub parent: String,
+    /// Whether it is disabled.
+    pub disabled: bool,
+    /// Keyed hashes of its secrets, with their expiry.
+    pub secrets: Vec<(String, Option<i64>)>,
+}
+
+impl Store {
+    /// Every service account with its secrets.
+    pub async fn service_account_credentials(&self) -> Result<Vec<ServiceAccountCredentials>> {
+        let accounts: Vec<(String, String, String, String, i64)> =
+            sqlx::query_as("SELECT id, client_id, name, parent, disabled FROM service_accounts")
+                .fetch_all(self.pool())
+                .await?;
+        let secrets: Vec<(String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT service_account_id, secret_hash, expires_at FROM service_account_secrets",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let mut by_account: std::collections::HashMap<String, Vec<(String, Option<i64>)>> =
+            std::collections::HashMap::new();
+        for (sa, hash, expires_at) in secrets {
+            by_account.entry(sa).or_default().push((hash, expires_at));
+        }
+        Ok(accounts
+            .into_iter()
+            .map(
+                |(id, client_id, name, parent, disabled)| ServiceAccountCredentials {
+                    secrets: by_account.remove(&id).unwrap_or_default(),
+                    id,
+                    client_id,
+                    name,
+                    parent,
+                    disabled: flag(disabled),
+                },
+            )
+            .collect())
+    }
+
+    /// Identifiers of the registered APIs.
+    pub async fn api_identifiers(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT identifier FROM apis ORDER BY identifier")
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows.into_iter().map(|(i,)| i).collect())
+    }
+}

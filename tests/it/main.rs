@@ -5,6 +5,7 @@
 //! `GATEHOUSE_TEST_DATABASE_URL` and `GATEHOUSE_TEST_REDIS_URL` are set.
 
 mod bootstrap_cli;
+mod client_credentials;
 mod discovery;
 mod ephemeral_contract;
 mod evaluator_sync;

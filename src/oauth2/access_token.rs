@@ -1,0 +1,61 @@
+//! Access tokens (RFC 9068): `typ: at+jwt`, with `iss`, `sub`, `aud`, `client_id`,
+//! `scope`, `jti`, `iat`, `exp` and, when the `roles` scope was granted, the `roles`
+//! claim. A token never outlives a binding it carries.
+
+use serde::Serialize;
+
+use crate::crypto::jwt::{self, JwtError};
+use crate::crypto::keyring::KeyRing;
+
+/// The claims of an access token.
+#[derive(Clone, Debug, Serialize)]
+pub struct Claims<'a> {
+    /// The issuer.
+    pub iss: &'a str,
+    /// The principal's stable id.
+    pub sub: &'a str,
+    /// The API the token is for.
+    pub aud: &'a str,
+    /// The client it was issued to.
+    pub client_id: &'a str,
+    /// The granted scope.
+    pub scope: &'a str,
+    /// Unique id.
+    pub jti: String,
+    /// Issued at.
+    pub iat: i64,
+    /// Expires at.
+    pub exp: i64,
+    /// The roles claim, when granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+}
+
+/// A token's expiry: `now + ttl`, but never after `cap` (the earliest expiry of a
+/// binding it carries).
+pub fn expiry(now: i64, ttl_secs: u64, cap: Option<i64>) -> i64 {
+    let exp = now.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX));
+    cap.map_or(exp, |c| exp.min(c))
+}
+
+/// A fresh token id.
+pub fn new_jti() -> String {
+    crate::crypto::b64(&crate::crypto::random_bytes::<16>())
+}
+
+/// Signs the claims with the ring's current key.
+pub fn sign(ring: &KeyRing, now: i64, claims: &Claims<'_>) -> Result<String, JwtError> {
+    jwt::sign(ring, now, "at+jwt", claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_capped_by_the_earliest_binding() {
+        assert_eq!(expiry(100, 600, None), 700);
+        assert_eq!(expiry(100, 600, Some(400)), 400);
+        assert_eq!(expiry(100, 600, Some(9_000)), 700);
+    }
+}

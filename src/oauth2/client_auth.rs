@@ -1,0 +1,155 @@
+//! Client authentication at the token endpoint: `client_secret_basic` (RFC 6749
+//! section 2.3.1, the id and secret form-urlencoded inside HTTP Basic) and
+//! `client_secret_post`. Exactly one method per request.
+
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+
+use super::OAuthError;
+use super::token::Form;
+
+/// The credentials a client presented.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Presented {
+    /// The client id.
+    pub client_id: String,
+    /// The secret.
+    pub secret: String,
+    /// Whether they came in HTTP Basic (failures then challenge for it).
+    pub basic: bool,
+}
+
+fn form_decode(s: &str) -> Option<String> {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Reads the client's credentials from the request; `None` when it presented none.
+pub fn presented(headers: &HeaderMap, form: &Form) -> Result<Option<Presented>, OAuthError> {
+    let basic = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().map_err(|_| OAuthError::invalid_client(true))?;
+            let Some(encoded) = v
+                .strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+            else {
+                return Err(OAuthError::invalid_request(
+                    "unsupported Authorization scheme at the token endpoint",
+                ));
+            };
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map_err(|_| OAuthError::invalid_client(true))?;
+            let text = String::from_utf8(raw).map_err(|_| OAuthError::invalid_client(true))?;
+            let (id, secret) = text
+                .split_once(':')
+                .ok_or_else(|| OAuthError::invalid_client(true))?;
+            let id = form_decode(id).ok_or_else(|| OAuthError::invalid_client(true))?;
+            let secret = form_decode(secret).ok_or_else(|| OAuthError::invalid_client(true))?;
+            Some(Presented {
+                client_id: id,
+                secret,
+                basic: true,
+            })
+        }
+    };
+    let post_secret = form.get("client_secret");
+    match (basic, post_secret) {
+        (Some(_), Some(_)) => Err(OAuthError::invalid_request(
+            "use one client authentication method, not two",
+        )),
+        (Some(b), None) => {
+            if form.get("client_id").is_some_and(|id| id != b.client_id) {
+                return Err(OAuthError::invalid_request(
+                    "client_id differs from the authenticated client",
+                ));
+            }
+            Ok(Some(b))
+        }
+        (None, Some(secret)) => {
+            let id = form
+                .get("client_id")
+                .ok_or_else(|| OAuthError::invalid_request("client_secret without client_id"))?;
+            Ok(Some(Presented {
+                client_id: id.to_owned(),
+                secret: secret.to_owned(),
+                basic: false,
+            }))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn form(pairs: &[(&str, &str)]) -> Form {
+        Form::parse(
+            &pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&"),
+        )
+        .expect("form")
+    }
+
+    fn basic(user: &str, pass: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {v}")).expect("header"),
+        );
+        h
+    }
+
+    #[test]
+    fn basic_and_post_are_read_and_exclusive() {
+        let p = presented(&basic("my%20client", "s%3Acret"), &form(&[]))
+            .expect("ok")
+            .expect("some");
+        assert_eq!(
+            (p.client_id.as_str(), p.secret.as_str(), p.basic),
+            ("my client", "s:cret", true)
+        );
+        let p = presented(
+            &HeaderMap::new(),
+            &form(&[("client_id", "c"), ("client_secret", "s")]),
+        )
+        .expect("ok")
+        .expect("some");
+        assert_eq!((p.client_id.as_str(), p.basic), ("c", false));
+        assert!(
+            presented(&HeaderMap::new(), &form(&[]))
+                .expect("ok")
+                .is_none()
+        );
+        let both =
+            presented(&basic("c", "s"), &form(&[("client_secret", "s")])).expect_err("two methods");
+        assert_eq!(both.code, "invalid_request");
+        let differs =
+            presented(&basic("c", "s"), &form(&[("client_id", "d")])).expect_err("mismatch");
+        assert_eq!(differs.code, "invalid_request");
+        let mut junk = HeaderMap::new();
+        junk.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic %%%"));
+        let e = presented(&junk, &form(&[])).expect_err("junk");
+        assert_eq!((e.code, e.basic_challenge), ("invalid_client", true));
+        let mut bearer = HeaderMap::new();
+        bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert_eq!(
+            presented(&bearer, &form(&[])).expect_err("scheme").code,
+            "invalid_request"
+        );
+        assert_eq!(
+            presented(&HeaderMap::new(), &form(&[("client_secret", "s")]))
+                .expect_err("no id")
+                .code,
+            "invalid_request"
+        );
+    }
+}

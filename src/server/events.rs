@@ -1,0 +1,86 @@
+//! Authentication events (token issuance, refusals, logins) go to the audit log from
+//! a background writer, so the hot paths that produce them touch no database. The
+//! queue is bounded: when the store falls behind, producers wait rather than lose
+//! events.
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::store::{Store, audit};
+
+/// How many events may wait for the writer.
+const QUEUE: usize = 4096;
+
+/// One authentication event.
+#[derive(Debug)]
+pub struct AuthEvent {
+    actor: String,
+    action: &'static str,
+    scope: String,
+    after: Value,
+}
+
+impl AuthEvent {
+    /// An event by `actor` in `scope`.
+    pub fn new(actor: String, action: &'static str, scope: &str, after: Value) -> AuthEvent {
+        AuthEvent {
+            actor,
+            action,
+            scope: scope.to_owned(),
+            after,
+        }
+    }
+}
+
+/// The producers' side.
+#[derive(Clone)]
+pub struct Events {
+    tx: mpsc::Sender<AuthEvent>,
+}
+
+impl Events {
+    /// Starts the writer on `store`.
+    pub fn start(store: Store) -> Events {
+        let (tx, mut rx) = mpsc::channel::<AuthEvent>(QUEUE);
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                if let Err(err) = write(&store, &e).await {
+                    tracing::error!(error = %err, action = e.action, "audit event not written");
+                }
+            }
+        });
+        Events { tx }
+    }
+
+    /// Queues an event (waits when the queue is full).
+    pub async fn record(&self, event: AuthEvent) {
+        let _ = self.tx.send(event).await;
+    }
+
+    /// Waits (at most `limit`) until every queued event is written.
+    pub async fn drain(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.tx.capacity() < self.tx.max_capacity() && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn write(store: &Store, e: &AuthEvent) -> crate::store::Result<()> {
+    let seq = store.current_seq().await?;
+    let mut conn = store.pool().acquire().await?;
+    audit::append(
+        &mut conn,
+        seq,
+        audit::NewAuditEvent {
+            actor: &e.actor,
+            action: e.action,
+            target: &e.actor,
+            scope: &e.scope,
+            before: None,
+            after: Some(e.after.clone()),
+        },
+    )
+    .await
+}

@@ -1,0 +1,369 @@
+//! The client-credentials grant for service accounts, as a client sees it, and the
+//! attacks on it.
+
+use std::time::Duration;
+
+use base64::Engine;
+use gatehouse::access::Actor;
+use gatehouse::access::principals::{self, Change};
+use gatehouse::iam::evaluator::PrincipalRef;
+use serde_json::Value;
+
+use crate::policies::World;
+use crate::support::client;
+
+struct Sa {
+    client_id: String,
+    secret: String,
+    name: String,
+}
+
+async fn world() -> (World, Sa) {
+    let w = World::new(|_| {}).await;
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    let sa = gatehouse::access::accounts::create_service_account(
+        &ctx,
+        &w.owner,
+        "orgs/acme",
+        "robot",
+        "Robot",
+        "",
+    )
+    .await
+    .expect("sa");
+    let minted =
+        gatehouse::access::accounts::mint_secret(&ctx, &w.s.state.kek, &w.owner, &sa.name, None)
+            .await
+            .expect("secret");
+    w.reload().await;
+    let p = w.get(&w.owner, "orgs/acme").await.expect("read");
+    let member = format!("serviceAccount:{}", sa.client_id);
+    w.set(
+        &w.owner,
+        "orgs/acme",
+        &p.etag,
+        &[crate::policies::binding(
+            "owner",
+            &["user:owner@acme.test", &member],
+        )],
+    )
+    .await
+    .expect("bind");
+    (
+        w,
+        Sa {
+            client_id: sa.client_id,
+            secret: minted.client_secret,
+            name: sa.name,
+        },
+    )
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+async fn post(
+    w: &World,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = client()
+        .post(format!("{}/oauth2/token", w.s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned());
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
+fn decode(w: &World, token: &str, aud: &str) -> Value {
+    let header = jsonwebtoken::decode_header(token).expect("header");
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    let ring = w.s.state.keys.load();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_audience(&[aud]);
+    v.set_issuer(&[&w.s.base]);
+    gatehouse::crypto::jwt::verify(&ring, gatehouse::now_unix(), token, &v).expect("valid token")
+}
+
+#[tokio::test]
+async fn service_accounts_get_scoped_access_tokens() {
+    let (w, sa) = world().await;
+    let auth = basic(&sa.client_id, &sa.secret);
+    let (status, headers, body) = post(&w, Some(&auth), "grant_type=client_credentials").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(body["token_type"], "Bearer");
+    let admin = format!("{}/v1", w.s.base);
+    let claims = decode(&w, body["access_token"].as_str().expect("token"), &admin);
+    assert_eq!(claims["client_id"], sa.client_id.as_str());
+    assert_eq!(claims["aud"], admin.as_str());
+    assert!(claims.get("roles").is_none(), "roles only when asked for");
+    for c in ["iss", "sub", "jti", "iat", "exp"] {
+        assert!(claims.get(c).is_some(), "{c}");
+    }
+    let exp = claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat");
+    assert_eq!(exp, 600);
+
+    // the roles claim, narrowed, and through client_secret_post
+    let body = format!(
+        "grant_type=client_credentials&scope=roles%20roles%3Aorgs%2Facme%2Fprojects%2Fbackend&client_id={}&client_secret={}",
+        sa.client_id, sa.secret
+    );
+    let (status, _, body) = post(&w, None, &body).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], "roles roles:orgs/acme/projects/backend");
+    let claims = decode(&w, body["access_token"].as_str().expect("token"), &admin);
+    assert_eq!(claims["roles"], serde_json::json!(["owner@orgs/acme/*"]));
+
+    // a resource outside the account's organization is refused
+    let (status, _, body) = post(
+        &w,
+        Some(&auth),
+        "grant_type=client_credentials&scope=roles%3Aorgs%2Fother",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "{body}"
+    );
+
+    // audience: registered APIs only
+    let (status, _, body) = post(
+        &w,
+        Some(&auth),
+        "grant_type=client_credentials&resource=https%3A%2F%2Fnot-registered.example",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target"))
+    );
+    let mut tx = w.s.state.store.begin().await.expect("begin");
+    gatehouse::store::directory::register_api(&mut tx, "https://storage.example", "Storage", &[])
+        .await
+        .expect("api");
+    gatehouse::store::bump_change(&mut tx, "test", "api")
+        .await
+        .expect("bump");
+    tx.commit().await.expect("commit");
+    w.reload().await;
+    let (status, _, body) = post(
+        &w,
+        Some(&auth),
+        "grant_type=client_credentials&resource=https%3A%2F%2Fstorage.example",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    decode(
+        &w,
+        body["access_token"].as_str().expect("token"),
+        "https://storage.example",
+    );
+    let (status, _, body) = post(
+        &w,
+        Some(&auth),
+        "grant_type=client_credentials&resource=https%3A%2F%2Fstorage.example&resource=x",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target"))
+    );
+
+    // issuance is audited in the background and counted
+    let mut audited = false;
+    for _ in 0..40 {
+        let events =
+            w.s.state
+                .store
+                .audit_events(None, 1000)
+                .await
+                .expect("audit");
+        if events.iter().any(|e| {
+            e.action == "token.issue" && e.actor == format!("serviceAccount:{}", sa.client_id)
+        }) {
+            audited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(audited);
+    let metrics = w.s.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains("tokens_issued_total{grant=\"client_credentials\"}"),
+        "{metrics}"
+    );
+    w.s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_exact_rfc_errors() {
+    let (w, sa) = world().await;
+    let auth = basic(&sa.client_id, &sa.secret);
+    let wrong = basic(&sa.client_id, "not-the-secret");
+    let unknown = basic("no-such-client", &sa.secret);
+    // a wrong secret and an unknown client look the same; Basic gets a challenge
+    let (s1, h1, b1) = post(&w, Some(&wrong), "grant_type=client_credentials").await;
+    let (s2, _, b2) = post(&w, Some(&unknown), "grant_type=client_credentials").await;
+    assert_eq!((s1, b1["error"].as_str()), (401, Some("invalid_client")));
+    assert!(
+        h1["www-authenticate"]
+            .to_str()
+            .expect("header")
+            .starts_with("Basic")
+    );
+    assert_eq!((s2, &b1), (401, &b2), "no account enumeration");
+    let (s, h, b) = post(
+        &w,
+        None,
+        &format!(
+            "grant_type=client_credentials&client_id={}&client_secret=x",
+            sa.client_id
+        ),
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str()), (401, Some("invalid_client")));
+    assert!(h.get("www-authenticate").is_none());
+    let (s, _, b) = post(&w, None, "grant_type=client_credentials").await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (401, Some("invalid_client")),
+        "no authentication at all"
+    );
+    let cases: &[(&str, &str)] = &[
+        ("", "invalid_request"),
+        (
+            "grant_type=password&username=a&password=b",
+            "unsupported_grant_type",
+        ),
+        (
+            "grant_type=client_credentials&grant_type=client_credentials",
+            "invalid_request",
+        ),
+        (
+            "grant_type=client_credentials&scope=openid",
+            "invalid_scope",
+        ),
+    ];
+    for (body, want) in cases {
+        let (s, _, b) = post(&w, Some(&auth), body).await;
+        assert_eq!((s, b["error"].as_str()), (400, Some(*want)), "{body}: {b}");
+    }
+    let r = client()
+        .post(format!("{}/oauth2/token", w.s.base))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({ "grant_type": "client_credentials" }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 400, "JSON bodies are not accepted");
+    let b: Value = r.json().await.expect("json");
+    assert_eq!(b["error"], "invalid_request");
+    let both = format!("grant_type=client_credentials&client_secret={}", sa.secret);
+    let (s, _, b) = post(&w, Some(&auth), &both).await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_request")));
+    w.s.stop().await;
+}
+
+#[tokio::test]
+async fn revoked_expired_disabled_and_deleted_accounts_get_no_tokens() {
+    let (w, sa) = world().await;
+    let st = &w.s.state;
+    let auth = basic(&sa.client_id, &sa.secret);
+    assert_eq!(
+        post(&w, Some(&auth), "grant_type=client_credentials")
+            .await
+            .0,
+        200
+    );
+    let account = st
+        .store
+        .service_account_by_client_id(&sa.client_id)
+        .await
+        .expect("get")
+        .expect("sa");
+    let principal = PrincipalRef::service_account(account.id.clone());
+    let owner: &Actor = &w.owner;
+
+    // an expired secret does not work
+    let old = gatehouse::crypto::secret::generate();
+    let mut tx = st.store.begin().await.expect("begin");
+    gatehouse::store::iam::insert_secret(
+        &mut tx,
+        &uuid::Uuid::new_v4().to_string(),
+        &account.id,
+        &gatehouse::crypto::secret::hash(st.kek.secret_key(), &old),
+        Some(gatehouse::now_unix() - 1),
+    )
+    .await
+    .expect("secret");
+    gatehouse::store::bump_change(&mut tx, "test", "secret")
+        .await
+        .expect("bump");
+    tx.commit().await.expect("commit");
+    w.reload().await;
+    assert_eq!(
+        post(
+            &w,
+            Some(&basic(&sa.client_id, &old)),
+            "grant_type=client_credentials"
+        )
+        .await
+        .0,
+        401
+    );
+
+    // disabled: refused; enabled again: works
+    {
+        let v = w.view();
+        let ctx = w.ctx(&v);
+        principals::change(&ctx, owner, &principal, &sa.name, Change::Disable)
+            .await
+            .expect("disable");
+    }
+    w.reload().await;
+    assert_eq!(
+        post(&w, Some(&auth), "grant_type=client_credentials")
+            .await
+            .0,
+        401
+    );
+    {
+        let v = w.view();
+        let ctx = w.ctx(&v);
+        principals::change(&ctx, owner, &principal, &sa.name, Change::Enable)
+            .await
+            .expect("enable");
+    }
+    w.reload().await;
+    assert_eq!(
+        post(&w, Some(&auth), "grant_type=client_credentials")
+            .await
+            .0,
+        200
+    );
+
+    // deleted: its credentials go with it, at once
+    {
+        let v = w.view();
+        let ctx = w.ctx(&v);
+        principals::change(&ctx, owner, &principal, &sa.name, Change::Delete)
+            .await
+            .expect("delete");
+    }
+    w.reload().await;
+    let (s, _, b) = post(&w, Some(&auth), "grant_type=client_credentials").await;
+    assert_eq!((s, b["error"].as_str()), (401, Some("invalid_client")));
+    w.s.stop().await;
+}
