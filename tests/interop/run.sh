@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The interop suite: real peers against a running gatehouse.
+# - PyJWT (tests/interop/resource_server.py) verifies service-account tokens offline
+#   against the JWKS and decides permissions from the roles claim and the role catalog.
+# Needs the debug binary (cargo build) and python3; installs its locked dependencies
+# into target/interop-venv. Prints "N passed, M failed" and exits non-zero on failure.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+bin="$root/target/debug/gatehouse"
+[ -x "$bin" ] || cargo build --quiet
+venv="$root/target/interop-venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+py="$venv/bin/python"
+
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+issuer="http://127.0.0.1:$port"
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+for v in $(env | grep -o '^GATEHOUSE_[A-Z_]*'); do unset "$v"; done
+export GATEHOUSE_LISTEN="127.0.0.1:$port" GATEHOUSE_LOG=warn
+made=$(GATEHOUSE_BOOTSTRAP_PASSWORD='interop owner password' "$bin" bootstrap --org acme --owner-email owner@acme.test --service-account robot)
+client_id=$("$py" -c 'import json,sys; print(json.load(sys.stdin)["service_account"]["client_id"])' <<<"$made")
+secret=$("$py" -c 'import json,sys; print(json.load(sys.stdin)["service_account"]["client_secret"])' <<<"$made")
+"$bin" serve 2>"$work/server.log" &
+server_pid=$!
+for _ in $(seq 1 200); do
+  curl -fs "$issuer/readyz" >/dev/null 2>&1 && break
+  sleep 0.05
+done
+
+passed=0
+failed=0
+check() { # name, expected JSON, actual JSON
+  if [ "$2" = "$3" ]; then
+    passed=$((passed + 1)); echo "ok   $1"
+  else
+    failed=$((failed + 1)); echo "FAIL $1: expected $2, got $3"
+  fi
+}
+token() { # scope
+  curl -fs -u "$client_id:$secret" -d grant_type=client_credentials --data-urlencode "scope=$1" "$issuer/oauth2/token" \
+    | "$py" -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+}
+verdict() { # token, audience, queries... -> [valid, checks, error kind]
+  local token=$1 audience=$2
+  shift 2
+  "$py" "$root/tests/interop/resource_server.py" "$issuer" "$audience" "$token" "$@" \
+    | "$py" -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps([d["valid"], d["checks"], (d["error"] or "").split(":")[0]]))'
+}
+
+t=$(token roles)
+check "PyJWT verifies a service-account token and applies the reach rule" \
+  '[true, [true, true, false, false], ""]' \
+  "$(verdict "$t" "$issuer/v1" iam.policies.set orgs/acme/projects/backend resourcemanager.projects.delete orgs/acme iam.policies.set orgs/acmex iam.policies.set orgs/other)"
+check "PyJWT refuses a token for another audience" '[false, [], "InvalidAudienceError"]' "$(verdict "$t" "https://elsewhere.example")"
+tampered="${t%.*}.$(printf 'A%.0s' $(seq 1 342))"
+check "PyJWT refuses a token with a forged signature" '[false, [], "InvalidSignatureError"]' "$(verdict "$tampered" "$issuer/v1")"
+kid=$("$py" -c 'import jwt,sys; print(jwt.get_unverified_header(sys.argv[1])["kid"])' "$t")
+header_none=$("$py" -c 'import base64,json,sys; print(base64.urlsafe_b64encode(json.dumps({"alg":"none","typ":"at+jwt","kid":sys.argv[1]}).encode()).decode().rstrip("="))' "$kid")
+body=$(cut -d. -f2 <<<"$t")
+check "PyJWT refuses alg none with a published kid" '[false, [], "InvalidAlgorithmError"]' "$(verdict "$header_none.$body." "$issuer/v1")"
+t2=$(token "roles:orgs/acme/projects/backend")
+check "a narrowed token still grants on its resource" '[true, [true], ""]' "$(verdict "$t2" "$issuer/v1" resourcemanager.projects.update orgs/acme/projects/backend/envs/prod)"
+t3=$(curl -fs -u "$client_id:$secret" -d grant_type=client_credentials "$issuer/oauth2/token" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+check "a token without the roles scope grants nothing offline" '[true, [false], ""]' "$(verdict "$t3" "$issuer/v1" iam.policies.get orgs/acme)"
+
+echo
+echo "interop: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
