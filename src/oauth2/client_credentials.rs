@@ -45,52 +45,74 @@ fn parse_scope(scope: Option<&str>) -> Result<(bool, Vec<&str>), OAuthError> {
     Ok((roles, narrow))
 }
 
+async fn refused(state: &AppState, client_id: &str) {
+    state
+        .events
+        .record(AuthEvent::new(
+            format!("serviceAccount:{client_id}"),
+            "token.refused",
+            "*",
+            json!({ "reason": "invalid_client" }),
+        ))
+        .await;
+}
+
 /// Issues an access token to an authenticated service account.
 pub async fn grant(
     state: &AppState,
     headers: &HeaderMap,
     form: &Form,
 ) -> Result<TokenResponse, OAuthError> {
-    if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
-        return Err(OAuthError::invalid_client(false));
-    }
-    let presented =
-        client_auth::presented(headers, form)?.ok_or_else(|| OAuthError::invalid_client(false))?;
     let view = state.view.load();
     let view = view
         .as_ref()
         .as_ref()
         .ok_or_else(|| OAuthError::temporarily_unavailable("the server is starting"))?;
     let now = crate::now_unix();
-    let key = state.kek.secret_key();
-    let account = view.service_accounts.get(&presented.client_id);
-    let authenticated = match account {
-        Some(sa) => {
-            // Check every live secret, so the time does not say which one matched.
-            let mut ok = false;
-            for (hash, expires_at) in &sa.secrets {
-                let live = expires_at.is_none_or(|e| e > now);
-                ok |= secret::verify(key, &presented.secret, hash) && live;
+    let sa =
+        if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
+            if headers.contains_key(axum::http::header::AUTHORIZATION)
+                || form.get("client_secret").is_some()
+            {
+                return Err(OAuthError::invalid_request(
+                    "use one client authentication method, not two",
+                ));
             }
-            ok && !sa.disabled
-        }
-        None => {
-            let _ = secret::verify(key, &presented.secret, DUMMY_HASH);
-            false
-        }
-    };
-    let Some(sa) = account.filter(|_| authenticated) else {
-        state
-            .events
-            .record(AuthEvent::new(
-                format!("serviceAccount:{}", presented.client_id),
-                "token.refused",
-                "*",
-                json!({ "reason": "invalid_client" }),
-            ))
-            .await;
-        return Err(OAuthError::invalid_client(presented.basic));
-    };
+            match super::rfc7523::authenticate(state, view, form).await {
+                Ok(sa) => sa,
+                Err(e) => {
+                    refused(state, form.get("client_id").unwrap_or("unknown")).await;
+                    return Err(e);
+                }
+            }
+        } else {
+            let presented = client_auth::presented(headers, form)?
+                .ok_or_else(|| OAuthError::invalid_client(false))?;
+            let key = state.kek.secret_key();
+            let account = view.service_accounts.get(&presented.client_id);
+            let authenticated = match account {
+                Some(sa) => {
+                    // Check every live secret, so the time does not say which one matched.
+                    let mut ok = false;
+                    for (hash, expires_at) in &sa.secrets {
+                        let live = expires_at.is_none_or(|e| e > now);
+                        ok |= secret::verify(key, &presented.secret, hash) && live;
+                    }
+                    ok && !sa.disabled
+                }
+                None => {
+                    let _ = secret::verify(key, &presented.secret, DUMMY_HASH);
+                    false
+                }
+            };
+            match account.filter(|_| authenticated) {
+                Some(sa) => sa,
+                None => {
+                    refused(state, &presented.client_id).await;
+                    return Err(OAuthError::invalid_client(presented.basic));
+                }
+            }
+        };
 
     let (want_roles, narrow) = parse_scope(form.get("scope"))?;
     let admin_api = format!("{}/v1", state.issuer);

@@ -592,6 +592,8 @@ pub struct ServiceAccountCredentials {
     pub disabled: bool,
     /// Keyed hashes of its secrets, with their expiry.
     pub secrets: Vec<(String, Option<i64>)>,
+    /// Its registered public keys (PEM) for `private_key_jwt`, with their expiry.
+    pub keys: Vec<(String, Option<i64>)>,
 }
 
 impl Store {
@@ -606,16 +608,27 @@ impl Store {
         )
         .fetch_all(self.pool())
         .await?;
-        let mut by_account: std::collections::HashMap<String, Vec<(String, Option<i64>)>> =
-            std::collections::HashMap::new();
-        for (sa, hash, expires_at) in secrets {
-            by_account.entry(sa).or_default().push((hash, expires_at));
-        }
+        let keys: Vec<(String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT service_account_id, public_key_pem, expires_at FROM service_account_keys",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        type ByAccount = std::collections::HashMap<String, Vec<(String, Option<i64>)>>;
+        let group = |rows: Vec<(String, String, Option<i64>)>| {
+            let mut by = ByAccount::new();
+            for (sa, value, expires_at) in rows {
+                by.entry(sa).or_default().push((value, expires_at));
+            }
+            by
+        };
+        let mut secrets = group(secrets);
+        let mut keys = group(keys);
         Ok(accounts
             .into_iter()
             .map(
                 |(id, client_id, name, parent, disabled)| ServiceAccountCredentials {
-                    secrets: by_account.remove(&id).unwrap_or_default(),
+                    secrets: secrets.remove(&id).unwrap_or_default(),
+                    keys: keys.remove(&id).unwrap_or_default(),
                     id,
                     client_id,
                     name,

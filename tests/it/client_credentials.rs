@@ -367,3 +367,152 @@ async fn revoked_expired_disabled_and_deleted_accounts_get_no_tokens() {
     assert_eq!((s, b["error"].as_str()), (401, Some("invalid_client")));
     w.s.stop().await;
 }
+
+/// An Ed25519 key pair: the PKCS#8 document and the public key PEM.
+fn ed25519() -> (Vec<u8>, String) {
+    let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate()
+        .expect("key")
+        .to_pkcs8()
+        .expect("pkcs8");
+    let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse");
+    let der = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(
+        aws_lc_rs::signature::KeyPair::public_key(&pair),
+    )
+    .expect("der");
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(der.as_ref())
+    );
+    (pkcs8.as_ref().to_vec(), pem)
+}
+
+fn assertion(pkcs8: &[u8], claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        claims,
+        &jsonwebtoken::EncodingKey::from_ed_der(pkcs8),
+    )
+    .expect("sign")
+}
+
+#[tokio::test]
+async fn private_key_jwt_assertions_are_verified_and_used_once() {
+    let (w, sa) = world().await;
+    let (pkcs8, pem) = ed25519();
+    {
+        let v = w.view();
+        let ctx = w.ctx(&v);
+        gatehouse::access::accounts::add_key(&ctx, &w.owner, &sa.name, &pem)
+            .await
+            .expect("key");
+    }
+    w.reload().await;
+    let now = gatehouse::now_unix();
+    let endpoint = format!("{}/oauth2/token", w.s.base);
+    let good = |jti: &str| serde_json::json!({ "iss": sa.client_id, "sub": sa.client_id, "aud": endpoint, "exp": now + 120, "iat": now, "jti": jti });
+    let form = |a: &str| {
+        format!(
+            "grant_type=client_credentials&scope=roles&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={a}"
+        )
+    };
+    let a = assertion(&pkcs8, &good("one"));
+    let (status, _, body) = post(&w, None, &form(&a)).await;
+    assert_eq!(status, 200, "{body}");
+    let claims = decode(
+        &w,
+        body["access_token"].as_str().expect("token"),
+        &format!("{}/v1", w.s.base),
+    );
+    assert_eq!(claims["roles"], serde_json::json!(["owner@orgs/acme/*"]));
+    let (status, _, body) = post(&w, None, &form(&a)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "a replayed assertion is refused"
+    );
+
+    let (other_key, _) = ed25519();
+    let mut attacks: Vec<(&str, String)> = vec![
+        (
+            "signed by an unregistered key",
+            assertion(&other_key, &good("two")),
+        ),
+        (
+            "another audience",
+            assertion(
+                &pkcs8,
+                &serde_json::json!({ "iss": sa.client_id, "sub": sa.client_id, "aud": "https://elsewhere.example", "exp": now + 60, "jti": "three" }),
+            ),
+        ),
+        (
+            "expired",
+            assertion(
+                &pkcs8,
+                &serde_json::json!({ "iss": sa.client_id, "sub": sa.client_id, "aud": endpoint, "exp": now - 120, "jti": "four" }),
+            ),
+        ),
+        (
+            "sub is someone else",
+            assertion(
+                &pkcs8,
+                &serde_json::json!({ "iss": sa.client_id, "sub": "someone", "aud": endpoint, "exp": now + 60, "jti": "five" }),
+            ),
+        ),
+        (
+            "no jti",
+            assertion(
+                &pkcs8,
+                &serde_json::json!({ "iss": sa.client_id, "sub": sa.client_id, "aud": endpoint, "exp": now + 60 }),
+            ),
+        ),
+        (
+            "lives too long",
+            assertion(
+                &pkcs8,
+                &serde_json::json!({ "iss": sa.client_id, "sub": sa.client_id, "aud": endpoint, "exp": now + 86_400, "jti": "six" }),
+            ),
+        ),
+        (
+            "unknown client",
+            assertion(
+                &pkcs8,
+                &serde_json::json!({ "iss": "nobody", "sub": "nobody", "aud": endpoint, "exp": now + 60, "jti": "seven" }),
+            ),
+        ),
+        ("garbage", "not.a.jwt".to_string()),
+    ];
+    let payload = a.split('.').nth(1).expect("payload");
+    attacks.push((
+        "unsigned",
+        format!(
+            "{}.{payload}.",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#)
+        ),
+    ));
+    for (what, a) in attacks {
+        let (status, _, body) = post(&w, None, &form(&a)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{what}: {body}"
+        );
+    }
+    let with_secret = format!(
+        "{}&client_secret={}",
+        form(&assertion(&pkcs8, &good("eight"))),
+        sa.secret
+    );
+    let (status, _, body) = post(&w, None, &with_secret).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "two methods"
+    );
+    let wrong_type = form(&assertion(&pkcs8, &good("nine"))).replace("jwt-bearer", "saml2-bearer");
+    let (status, _, body) = post(&w, None, &wrong_type).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    w.s.stop().await;
+}
