@@ -5,8 +5,15 @@
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 
+use serde_json::json;
+
 use super::OAuthError;
 use super::token::Form;
+use crate::crypto::secret;
+use crate::server::AppState;
+use crate::server::events::AuthEvent;
+use crate::server::state::View;
+use crate::store::directory::ServiceAccountCredentials;
 
 /// The credentials a client presented.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,6 +87,78 @@ pub fn presented(headers: &HeaderMap, form: &Form) -> Result<Option<Presented>, 
         }
         (None, None) => Ok(None),
     }
+}
+
+/// Authenticates a service account by any of its methods (`client_secret_basic`,
+/// `client_secret_post`, `private_key_jwt`), from memory; failures are audited.
+pub async fn authenticate<'v>(
+    state: &AppState,
+    view: &'v View,
+    headers: &HeaderMap,
+    form: &Form,
+    now: i64,
+) -> Result<&'v ServiceAccountCredentials, OAuthError> {
+    Ok(
+        if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
+            if headers.contains_key(axum::http::header::AUTHORIZATION)
+                || form.get("client_secret").is_some()
+            {
+                return Err(OAuthError::invalid_request(
+                    "use one client authentication method, not two",
+                ));
+            }
+            match super::rfc7523::authenticate(state, view, form).await {
+                Ok(sa) => sa,
+                Err(e) => {
+                    refused(state, form.get("client_id").unwrap_or("unknown")).await;
+                    return Err(e);
+                }
+            }
+        } else {
+            let presented = presented(headers, form)?
+                .ok_or_else(|| OAuthError::invalid_client(false))?;
+            let key = state.kek.secret_key();
+            let account = view.service_accounts.get(&presented.client_id);
+            let authenticated = match account {
+                Some(sa) => {
+                    // Check every live secret, so the time does not say which one matched.
+                    let mut ok = false;
+                    for (hash, expires_at) in &sa.secrets {
+                        let live = expires_at.is_none_or(|e| e > now);
+                        ok |= secret::verify(key, &presented.secret, hash) && live;
+                    }
+                    ok && !sa.disabled
+                }
+                None => {
+                    let _ = secret::verify(key, &presented.secret, DUMMY_HASH);
+                    false
+                }
+            };
+            match account.filter(|_| authenticated) {
+                Some(sa) => sa,
+                None => {
+                    refused(state, &presented.client_id).await;
+                    return Err(OAuthError::invalid_client(presented.basic));
+                }
+            }
+        },
+    )
+}
+
+/// A stored-hash stand-in verified when the client is unknown, so that answering
+/// costs the same.
+const DUMMY_HASH: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+async fn refused(state: &AppState, client_id: &str) {
+    state
+        .events
+        .record(AuthEvent::new(
+            format!("serviceAccount:{client_id}"),
+            "token.refused",
+            "*",
+            json!({ "reason": "invalid_client" }),
+        ))
+        .await;
 }
 
 #[cfg(test)]

@@ -13,15 +13,10 @@ use super::OAuthError;
 use super::access_token::{self, Claims};
 use super::client_auth;
 use super::token::{Form, TokenResponse};
-use crate::crypto::secret;
 use crate::iam::PrincipalKind;
+use crate::server::events::AuthEvent;
 use crate::iam::claim::roles_claim;
 use crate::server::AppState;
-use crate::server::events::AuthEvent;
-
-/// A stored-hash stand-in verified when the client is unknown, so that answering
-/// costs the same.
-const DUMMY_HASH: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 /// The scopes a service account may ask for: `roles` and `roles:<resource>`.
 fn parse_scope(scope: Option<&str>) -> Result<(bool, Vec<&str>), OAuthError> {
@@ -45,18 +40,6 @@ fn parse_scope(scope: Option<&str>) -> Result<(bool, Vec<&str>), OAuthError> {
     Ok((roles, narrow))
 }
 
-async fn refused(state: &AppState, client_id: &str) {
-    state
-        .events
-        .record(AuthEvent::new(
-            format!("serviceAccount:{client_id}"),
-            "token.refused",
-            "*",
-            json!({ "reason": "invalid_client" }),
-        ))
-        .await;
-}
-
 /// Issues an access token to an authenticated service account.
 pub async fn grant(
     state: &AppState,
@@ -69,51 +52,7 @@ pub async fn grant(
         .as_ref()
         .ok_or_else(|| OAuthError::temporarily_unavailable("the server is starting"))?;
     let now = crate::now_unix();
-    let sa =
-        if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
-            if headers.contains_key(axum::http::header::AUTHORIZATION)
-                || form.get("client_secret").is_some()
-            {
-                return Err(OAuthError::invalid_request(
-                    "use one client authentication method, not two",
-                ));
-            }
-            match super::rfc7523::authenticate(state, view, form).await {
-                Ok(sa) => sa,
-                Err(e) => {
-                    refused(state, form.get("client_id").unwrap_or("unknown")).await;
-                    return Err(e);
-                }
-            }
-        } else {
-            let presented = client_auth::presented(headers, form)?
-                .ok_or_else(|| OAuthError::invalid_client(false))?;
-            let key = state.kek.secret_key();
-            let account = view.service_accounts.get(&presented.client_id);
-            let authenticated = match account {
-                Some(sa) => {
-                    // Check every live secret, so the time does not say which one matched.
-                    let mut ok = false;
-                    for (hash, expires_at) in &sa.secrets {
-                        let live = expires_at.is_none_or(|e| e > now);
-                        ok |= secret::verify(key, &presented.secret, hash) && live;
-                    }
-                    ok && !sa.disabled
-                }
-                None => {
-                    let _ = secret::verify(key, &presented.secret, DUMMY_HASH);
-                    false
-                }
-            };
-            match account.filter(|_| authenticated) {
-                Some(sa) => sa,
-                None => {
-                    refused(state, &presented.client_id).await;
-                    return Err(OAuthError::invalid_client(presented.basic));
-                }
-            }
-        };
-
+    let sa = client_auth::authenticate(state, view, headers, form, now).await?;
     let (want_roles, narrow) = parse_scope(form.get("scope"))?;
     let admin_api = format!("{}/v1", state.issuer);
     let aud = match form.all("resource").as_slice() {
