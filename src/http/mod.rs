@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::oidc;
 use crate::server::AppState;
+use crate::{oauth2, oidc};
 
 /// Largest request body accepted anywhere.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -27,9 +27,14 @@ pub fn app(state: AppState) -> Router {
         .route(oidc::DISCOVERY_PATH, get(oidc::discovery_document))
         .route(oidc::JWKS_PATH, get(oidc::jwks_document))
         .route(oidc::ROLE_CATALOG_PATH, get(oidc::role_catalog_document))
+        .route(oauth2::token::PATH, post(oauth2::token::token))
         .route(
-            crate::oauth2::token::PATH,
-            axum::routing::post(crate::oauth2::token::token),
+            oauth2::introspection::INTROSPECT_PATH,
+            post(oauth2::introspection::introspect),
+        )
+        .route(
+            oauth2::introspection::REVOKE_PATH,
+            post(oauth2::introspection::revoke),
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

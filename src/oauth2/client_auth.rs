@@ -115,8 +115,8 @@ pub async fn authenticate<'v>(
                 }
             }
         } else {
-            let presented = presented(headers, form)?
-                .ok_or_else(|| OAuthError::invalid_client(false))?;
+            let presented =
+                presented(headers, form)?.ok_or_else(|| OAuthError::invalid_client(false))?;
             let key = state.kek.secret_key();
             let account = view.service_accounts.get(&presented.client_id);
             let authenticated = match account {

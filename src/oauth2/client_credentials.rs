@@ -14,9 +14,9 @@ use super::access_token::{self, Claims};
 use super::client_auth;
 use super::token::{Form, TokenResponse};
 use crate::iam::PrincipalKind;
-use crate::server::events::AuthEvent;
 use crate::iam::claim::roles_claim;
 use crate::server::AppState;
+use crate::server::events::AuthEvent;
 
 /// The scopes a service account may ask for: `roles` and `roles:<resource>`.
 fn parse_scope(scope: Option<&str>) -> Result<(bool, Vec<&str>), OAuthError> {

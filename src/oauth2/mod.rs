@@ -6,6 +6,7 @@ pub mod access_token;
 pub mod client_auth;
 pub mod client_credentials;
 pub mod error;
+pub mod introspection;
 pub mod rfc7523;
 pub mod token;
 

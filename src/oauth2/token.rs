@@ -88,11 +88,8 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
     }
 }
 
-async fn handle(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<TokenResponse, OAuthError> {
+/// Parses a form-encoded request body; anything else is `invalid_request`.
+pub fn form_body(headers: &HeaderMap, body: &[u8]) -> Result<Form, OAuthError> {
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -108,7 +105,15 @@ async fn handle(
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| OAuthError::invalid_request("the body is not UTF-8"))?;
-    let form = Form::parse(text)?;
+    Form::parse(text)
+}
+
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<TokenResponse, OAuthError> {
+    let form = form_body(headers, body)?;
     match form.get("grant_type") {
         None => Err(OAuthError::invalid_request("grant_type is required")),
         Some("client_credentials") => super::client_credentials::grant(state, headers, &form).await,

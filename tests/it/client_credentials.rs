@@ -516,3 +516,114 @@ async fn private_key_jwt_assertions_are_verified_and_used_once() {
     );
     w.s.stop().await;
 }
+
+async fn form_post(w: &World, path: &str, auth: &str, body: &str) -> (u16, Value) {
+    let r = client()
+        .post(format!("{}{path}", w.s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", auth)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn introspection_answers_only_the_tokens_owner_and_revocation_is_immediate() {
+    let (w, sa) = world().await;
+    let auth = basic(&sa.client_id, &sa.secret);
+    let (_, _, body) = post(&w, Some(&auth), "grant_type=client_credentials&scope=roles").await;
+    let token = body["access_token"].as_str().expect("token").to_owned();
+
+    let (status, info) =
+        form_post(&w, "/oauth2/introspect", &auth, &format!("token={token}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(info["active"], true);
+    assert_eq!(info["client_id"], sa.client_id.as_str());
+    assert_eq!(info["roles"], serde_json::json!(["owner@orgs/acme/*"]));
+
+    // another service account learns nothing about it
+    let other = {
+        let v = w.view();
+        let ctx = w.ctx(&v);
+        let o = gatehouse::access::accounts::create_service_account(
+            &ctx,
+            &w.owner,
+            "orgs/acme",
+            "other",
+            "Other",
+            "",
+        )
+        .await
+        .expect("sa");
+        let s =
+            gatehouse::access::accounts::mint_secret(&ctx, &w.s.state.kek, &w.owner, &o.name, None)
+                .await
+                .expect("secret");
+        basic(&o.client_id, &s.client_secret)
+    };
+    w.reload().await;
+    let (status, info) =
+        form_post(&w, "/oauth2/introspect", &other, &format!("token={token}")).await;
+    assert_eq!(
+        (status, info),
+        (200, serde_json::json!({ "active": false }))
+    );
+    for junk in ["token=garbage", "token=a.b.c"] {
+        let (status, info) = form_post(&w, "/oauth2/introspect", &auth, junk).await;
+        assert_eq!(
+            (status, info),
+            (200, serde_json::json!({ "active": false })),
+            "{junk}"
+        );
+    }
+    let (status, info) = form_post(
+        &w,
+        "/oauth2/introspect",
+        &basic(&sa.client_id, "wrong"),
+        &format!("token={token}"),
+    )
+    .await;
+    assert_eq!(
+        (status, info["error"].as_str()),
+        (401, Some("invalid_client")),
+        "introspection needs a client"
+    );
+    let (status, info) = form_post(&w, "/oauth2/introspect", &auth, "").await;
+    assert_eq!(
+        (status, info["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+
+    // revoking another client's token does nothing; the owner's revocation holds at once
+    let (status, _) = form_post(&w, "/oauth2/revoke", &other, &format!("token={token}")).await;
+    assert_eq!(status, 200);
+    let (_, info) = form_post(&w, "/oauth2/introspect", &auth, &format!("token={token}")).await;
+    assert_eq!(info["active"], true);
+    let (status, _) = form_post(
+        &w,
+        "/oauth2/revoke",
+        &auth,
+        &format!("token={token}&token_type_hint=access_token"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, info) = form_post(&w, "/oauth2/introspect", &auth, &format!("token={token}")).await;
+    assert_eq!(info, serde_json::json!({ "active": false }));
+    let (status, _) = form_post(&w, "/oauth2/revoke", &auth, "token=not-a-token").await;
+    assert_eq!(status, 200, "unknown tokens are not an error (RFC 7009)");
+    let (status, info) = form_post(
+        &w,
+        "/oauth2/revoke",
+        &auth,
+        "token=opaque&token_type_hint=refresh_token",
+    )
+    .await;
+    assert_eq!(
+        (status, info["error"].as_str()),
+        (400, Some("unsupported_token_type"))
+    );
+    w.s.stop().await;
+}

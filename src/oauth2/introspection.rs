@@ -1,0 +1,179 @@
+//! Token introspection (RFC 7662) and revocation (RFC 7009) for access tokens.
+//!
+//! Both need an authenticated client. Introspection answers `active: true` only for a
+//! valid, unrevoked token issued to the caller or addressed to it (its `aud` names the
+//! caller); for anything else, `{"active": false}`, the same as for garbage.
+//! Revoking an access token issued to the caller records its `jti` in short-lived
+//! state until the token would have expired, so every node refuses it; revoking
+//! anything else succeeds without effect (RFC 7009 section 2.2).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::OAuthError;
+use super::client_auth;
+use super::token::{Form, form_body};
+use crate::crypto::jwt;
+use crate::ephemeral::EphemeralStore;
+use crate::server::AppState;
+
+/// Path of the introspection endpoint.
+pub const INTROSPECT_PATH: &str = "/oauth2/introspect";
+/// Path of the revocation endpoint.
+pub const REVOKE_PATH: &str = "/oauth2/revoke";
+
+fn revoked_key(jti: &str) -> String {
+    format!("revoked-jti:{jti}")
+}
+
+/// Whether an access token's `jti` was revoked.
+pub async fn is_revoked(state: &AppState, jti: &str) -> Result<bool, OAuthError> {
+    state
+        .ephemeral
+        .get(&revoked_key(jti))
+        .await
+        .map(|v| v.is_some())
+        .map_err(|_| OAuthError::temporarily_unavailable("short-lived state is unavailable"))
+}
+
+/// The claims of a token this node signed, still valid now, or `None`.
+fn verified(state: &AppState, token: &str) -> Option<Value> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if header.typ.as_deref() != Some("at+jwt") {
+        return None;
+    }
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_issuer(&[state.issuer.as_str()]);
+    v.validate_aud = false;
+    v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    v.leeway = 0;
+    jwt::verify::<Value>(&state.keys.load(), crate::now_unix(), token, &v).ok()
+}
+
+fn concerns(claims: &Value, client_id: &str) -> bool {
+    let aud_has = match &claims["aud"] {
+        Value::String(a) => a == client_id,
+        Value::Array(list) => list.iter().any(|a| a == client_id),
+        _ => false,
+    };
+    claims["client_id"] == client_id || aud_has
+}
+
+fn no_store(body: Value) -> Response {
+    let mut r = Json(body).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn authenticated(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Form, String), OAuthError> {
+    let form = form_body(headers, body)?;
+    let view = state.view.load();
+    let view = view
+        .as_ref()
+        .as_ref()
+        .ok_or_else(|| OAuthError::temporarily_unavailable("the server is starting"))?;
+    let sa = client_auth::authenticate(state, view, headers, &form, crate::now_unix()).await?;
+    Ok((form, sa.client_id.clone()))
+}
+
+/// `POST /oauth2/introspect`.
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let run = async {
+        let (form, caller) = authenticated(&state, &headers, &body).await?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let Some(claims) = verified(&state, token).filter(|c| concerns(c, &caller)) else {
+            return Ok(json!({ "active": false }));
+        };
+        if is_revoked(&state, claims["jti"].as_str().unwrap_or("")).await? {
+            return Ok(json!({ "active": false }));
+        }
+        let mut out = json!({ "active": true, "token_type": "Bearer" });
+        for k in [
+            "iss",
+            "sub",
+            "aud",
+            "client_id",
+            "scope",
+            "jti",
+            "iat",
+            "exp",
+            "roles",
+        ] {
+            if let Some(v) = claims.get(k) {
+                out[k] = v.clone();
+            }
+        }
+        Ok::<Value, OAuthError>(out)
+    };
+    match run.await {
+        Ok(v) => no_store(v),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /oauth2/revoke`.
+pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let run = async {
+        let (form, caller) = authenticated(&state, &headers, &body).await?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        if form.get("token_type_hint") == Some("refresh_token") && token.split('.').count() != 3 {
+            return Err(OAuthError {
+                code: "unsupported_token_type",
+                description: "service accounts hold no refresh tokens".into(),
+                status: StatusCode::BAD_REQUEST,
+                basic_challenge: false,
+            });
+        }
+        if let Some(claims) = verified(&state, token).filter(|c| c["client_id"] == caller.as_str())
+        {
+            let jti = claims["jti"].as_str().unwrap_or("");
+            let left = claims["exp"].as_i64().unwrap_or(0) - crate::now_unix();
+            if !jti.is_empty() && left > 0 {
+                state
+                    .ephemeral
+                    .put(
+                        &revoked_key(jti),
+                        b"1",
+                        Duration::from_secs(u64::try_from(left).unwrap_or(1) + 60),
+                    )
+                    .await
+                    .map_err(|_| {
+                        OAuthError::temporarily_unavailable("short-lived state is unavailable")
+                    })?;
+                state
+                    .events
+                    .record(crate::server::events::AuthEvent::new(
+                        format!("serviceAccount:{caller}"),
+                        "token.revoke",
+                        "*",
+                        json!({ "jti": jti }),
+                    ))
+                    .await;
+            }
+        }
+        Ok::<(), OAuthError>(())
+    };
+    match run.await {
+        Ok(()) => no_store(json!({})),
+        Err(e) => e.into_response(),
+    }
+}
