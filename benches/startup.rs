@@ -100,15 +100,19 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// Runs wrk once; (requests completed, requests per wall second, server CPU seconds).
 fn wrk(pid: u32, port: u16, path: &str) -> Option<(f64, f64, f64)> {
+    wrk_with(pid, port, path, None)
+}
+
+/// Runs wrk once with an optional Lua script.
+fn wrk_with(pid: u32, port: u16, path: &str, script: Option<&Path>) -> Option<(f64, f64, f64)> {
     let before = cpu_seconds(pid);
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            "-c32",
-            "-d10s",
-            "--latency",
-            &format!("http://127.0.0.1:{port}{path}"),
-        ])
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", "-c32", "-d10s", "--latency"]);
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{port}{path}"))
         .output()
         .ok()?;
     let cpu = cpu_seconds(pid) - before;
@@ -150,9 +154,19 @@ fn main() {
             "--service-account",
             "ci",
         ])
-        .status()
+        .stdout(Stdio::piped())
+        .output()
         .expect("bootstrap");
-    assert!(out.success(), "bootstrap");
+    assert!(out.status.success(), "bootstrap");
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bootstrap output");
+    let client_id = made["service_account"]["client_id"]
+        .as_str()
+        .expect("client id")
+        .to_owned();
+    let secret = made["service_account"]["client_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
 
     let mut ready = Vec::new();
     for _ in 0..15 {
@@ -203,6 +217,32 @@ fn main() {
         }
         println!(
             "  {path}: median {:.0} requests per server CPU-second ({:.0} requests/s wall clock, wrk -t2 -c32 -d10s, server and wrk sharing 2 cores)",
+            median(per_cpu),
+            median(per_wall)
+        );
+    }
+    // client credentials: RS256 tokens with the roles claim, per server CPU-second
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"));
+    let script = dir.path().join("token.lua");
+    let lua = format!(
+        "wrk.method = \"POST\"\nwrk.body = \"grant_type=client_credentials&scope=roles\"\n\
+         wrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\n\
+         wrk.headers[\"Authorization\"] = \"Basic {basic}\"\n"
+    );
+    std::fs::write(&script, lua).expect("script");
+    let mut per_cpu = Vec::new();
+    let mut per_wall = Vec::new();
+    for _ in 0..3 {
+        if let Some((total, rps, cpu)) = wrk_with(child.id(), port, "/oauth2/token", Some(&script))
+        {
+            per_cpu.push(total / cpu.max(0.01));
+            per_wall.push(rps);
+        }
+    }
+    if !per_cpu.is_empty() {
+        println!(
+            "  /oauth2/token (client_credentials, RS256, roles claim): median {:.0} tokens per server CPU-second ({:.0} tokens/s wall clock)",
             median(per_cpu),
             median(per_wall)
         );

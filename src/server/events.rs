@@ -10,6 +10,8 @@ use crate::store::{Store, audit};
 
 /// How many events may wait for the writer.
 const QUEUE: usize = 4096;
+/// How many events one transaction writes at most.
+const BATCH: usize = 256;
 
 /// One authentication event.
 #[derive(Debug)]
@@ -43,10 +45,12 @@ impl Events {
     pub fn start(store: Store) -> Events {
         let (tx, mut rx) = mpsc::channel::<AuthEvent>(QUEUE);
         tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
-                if let Err(err) = write(&store, &e).await {
-                    tracing::error!(error = %err, action = e.action, "audit event not written");
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                if let Err(err) = write(&store, &batch).await {
+                    tracing::error!(error = %err, events = batch.len(), "audit events not written");
                 }
+                batch.clear();
             }
         });
         Events { tx }
@@ -67,20 +71,25 @@ impl Events {
     }
 }
 
-async fn write(store: &Store, e: &AuthEvent) -> crate::store::Result<()> {
+/// Writes a batch of events in one transaction.
+async fn write(store: &Store, events: &[AuthEvent]) -> crate::store::Result<()> {
     let seq = store.current_seq().await?;
-    let mut conn = store.pool().acquire().await?;
-    audit::append(
-        &mut conn,
-        seq,
-        audit::NewAuditEvent {
-            actor: &e.actor,
-            action: e.action,
-            target: &e.actor,
-            scope: &e.scope,
-            before: None,
-            after: Some(e.after.clone()),
-        },
-    )
-    .await
+    let mut tx = store.begin().await?;
+    for e in events {
+        audit::append(
+            &mut tx,
+            seq,
+            audit::NewAuditEvent {
+                actor: &e.actor,
+                action: e.action,
+                target: &e.actor,
+                scope: &e.scope,
+                before: None,
+                after: Some(e.after.clone()),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
