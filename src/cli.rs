@@ -56,6 +56,31 @@ enum Command {
         #[command(subcommand)]
         command: RolesCommand,
     },
+    /// Token operations for operators.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Verify an access token against this instance's keys; with --permission and
+    /// --resource, decide it offline from the token's roles claim as a resource
+    /// server would.
+    Verify {
+        /// The token.
+        jwt: String,
+        /// The audience to require (default: the admin API, <issuer>/v1).
+        #[arg(long)]
+        audience: Option<String>,
+        /// A permission to decide.
+        #[arg(long, requires = "resource")]
+        permission: Option<String>,
+        /// The resource to decide it on.
+        #[arg(long, requires = "permission")]
+        resource: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +155,15 @@ pub fn run() -> ExitCode {
             Command::Roles {
                 command: RolesCommand::Migrate { apply },
             } => roles_migrate(config, apply).await,
+            Command::Token {
+                command:
+                    TokenCommand::Verify {
+                        jwt,
+                        audience,
+                        permission,
+                        resource,
+                    },
+            } => token_verify(config, jwt, audience, permission.zip(resource)).await,
             Command::Migrate => {
                 server::open_store(&config).await?;
                 print(json!({ "migrated": true }));
@@ -318,5 +352,50 @@ async fn roles_migrate(config: Config, apply: bool) -> Result<(), StartError> {
             "duplicate": s.duplicate,
         })).collect::<Vec<_>>(),
     }));
+    Ok(())
+}
+
+async fn token_verify(
+    config: Config,
+    token: String,
+    audience: Option<String>,
+    decide: Option<(String, String)>,
+) -> Result<(), StartError> {
+    let catalog = server::open_catalog(&config)?;
+    let store = server::open_store(&config).await?;
+    let (_, ring) = server::open_keys(&config, &store).await?;
+    let db = |e: crate::store::StoreError| StartError(format!("GATEHOUSE_DATABASE_URL: {e}"));
+    let data = store.load_iam().await.map_err(db)?;
+    let roles = crate::iam::Roles::resolve(catalog, &data.permissions, &data.custom_roles)
+        .map_err(|e| StartError(format!("GATEHOUSE_CATALOG: {e}")))?;
+    let issuer = config.issuer();
+    let audience = audience.unwrap_or_else(|| format!("{issuer}/v1"));
+    let header =
+        jsonwebtoken::decode_header(&token).map_err(|e| StartError(format!("not a JWT: {e}")))?;
+    if header.typ.as_deref() != Some("at+jwt") {
+        return Err(StartError("not an access token (typ is not at+jwt)".into()));
+    }
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_issuer(&[issuer.as_str()]);
+    v.set_audience(&[audience.as_str()]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let claims: serde_json::Value =
+        crate::crypto::jwt::verify(&ring, crate::now_unix(), &token, &v)
+            .map_err(|e| StartError(format!("invalid token: {e}")))?;
+    let mut out = json!({ "valid": true, "kid": header.kid, "claims": claims });
+    if let Some((permission, resource)) = decide {
+        let entries: Vec<String> = claims["roles"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let allowed = crate::iam::claim::claim_allows(&roles, &entries, &permission, &resource);
+        out["decision"] =
+            json!({ "permission": permission, "resource": resource, "allowed": allowed });
+    }
+    print(out);
     Ok(())
 }

@@ -180,3 +180,114 @@ fn drop_covered<'a>(mut list: Vec<Entry<'a>>, roles: &super::catalog::Roles) -> 
     }
     kept
 }
+
+/// How a resource server decides offline (DESIGN.md section 2): whether any entry of a
+/// `roles` claim names a role holding `permission` whose scope reaches `resource`
+/// (`<scope>/*` reaches the scope and everything beneath it, `<scope>` that resource
+/// alone, `*` everything). Entries with roles the catalog lacks grant nothing.
+pub fn claim_allows(
+    roles: &super::catalog::Roles,
+    entries: &[String],
+    permission: &str,
+    resource: &str,
+) -> bool {
+    let Some(perm) = roles.registry().id(permission) else {
+        return false;
+    };
+    entries.iter().any(|entry| {
+        let Some((role, scope)) = entry.split_once('@') else {
+            return false;
+        };
+        let Some(role) = roles.get(role) else {
+            return false;
+        };
+        if !role.perms.contains(perm) {
+            return false;
+        }
+        match scope.strip_suffix("/*") {
+            _ if scope == ROOT => true,
+            Some(base) => names::within(resource, base),
+            None => scope == resource,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::iam::catalog::{Catalog, Roles};
+
+    #[test]
+    fn resource_servers_apply_the_reach_rule_to_the_claim() {
+        let roles = Roles::resolve(
+            Arc::new(Catalog::named("default").expect("catalog")),
+            &[],
+            &[],
+        )
+        .expect("roles");
+        let alice = vec!["owner@orgs/test/*".to_string()];
+        let bob = vec![
+            "organization.member@orgs/test".to_string(),
+            "project.member@orgs/test/projects/backend".to_string(),
+        ];
+        let root = vec!["viewer@*".to_string()];
+        let cases: &[(&[String], &str, &str, bool)] = &[
+            (
+                &alice,
+                "iam.policies.set",
+                "orgs/test/projects/backend/buckets/logs",
+                true,
+            ),
+            (&alice, "iam.policies.set", "orgs/test", true),
+            (&alice, "iam.policies.set", "orgs/testing", false),
+            (&alice, "iam.policies.set", "orgs/testing/projects/x", false),
+            (
+                &bob,
+                "resourcemanager.projects.update",
+                "orgs/test/projects/backend",
+                true,
+            ),
+            (
+                &bob,
+                "resourcemanager.projects.update",
+                "orgs/test/projects/backend/envs/dev",
+                false,
+            ),
+            (
+                &bob,
+                "resourcemanager.projects.update",
+                "orgs/test/projects/frontend",
+                false,
+            ),
+            (
+                &root,
+                "resourcemanager.projects.get",
+                "orgs/anything/projects/x",
+                true,
+            ),
+            (
+                &root,
+                "resourcemanager.projects.delete",
+                "orgs/anything",
+                false,
+            ),
+            (&alice, "no.such.permission", "orgs/test", false),
+        ];
+        for (entries, perm, resource, want) in cases {
+            assert_eq!(
+                claim_allows(&roles, entries, perm, resource),
+                *want,
+                "{entries:?} {perm} {resource}"
+            );
+        }
+        let junk = vec!["no-at-sign".to_string(), "ghost@orgs/test/*".to_string()];
+        assert!(!claim_allows(
+            &roles,
+            &junk,
+            "iam.policies.set",
+            "orgs/test"
+        ));
+    }
+}

@@ -627,3 +627,61 @@ async fn introspection_answers_only_the_tokens_owner_and_revocation_is_immediate
     );
     w.s.stop().await;
 }
+
+#[tokio::test]
+async fn operators_verify_tokens_and_decide_offline_from_the_command_line() {
+    let (w, sa) = world().await;
+    let (_, _, body) = post(
+        &w,
+        Some(&basic(&sa.client_id, &sa.secret)),
+        "grant_type=client_credentials&scope=roles",
+    )
+    .await;
+    let token = body["access_token"].as_str().expect("token").to_owned();
+    let dir = &w.s.dir;
+    let vars = [
+        ("GATEHOUSE_DATA_DIR", dir.join("data").display().to_string()),
+        ("GATEHOUSE_KEYS_DIR", dir.join("keys").display().to_string()),
+        ("GATEHOUSE_ISSUER", w.s.base.clone()),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = |args: &[&str]| crate::support::gatehouse(dir, args, &vars);
+    let out = crate::support::json_out(&run(&[
+        "token",
+        "verify",
+        &token,
+        "--permission",
+        "iam.policies.set",
+        "--resource",
+        "orgs/acme/projects/x",
+    ]));
+    assert_eq!(out["valid"], true);
+    assert_eq!(out["claims"]["client_id"], sa.client_id.as_str());
+    assert_eq!(out["decision"]["allowed"], true);
+    let out = crate::support::json_out(&run(&[
+        "token",
+        "verify",
+        &token,
+        "--permission",
+        "iam.policies.set",
+        "--resource",
+        "orgs/acmex",
+    ]));
+    assert_eq!(
+        out["decision"]["allowed"], false,
+        "orgs/acme/* does not reach orgs/acmex"
+    );
+    let tampered = format!("{}x", &token[..token.len() - 1]);
+    let out = run(&["token", "verify", &tampered]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid token"));
+    let out = run(&[
+        "token",
+        "verify",
+        &token,
+        "--audience",
+        "https://elsewhere.example",
+    ]);
+    assert!(!out.status.success(), "wrong audience");
+    w.s.stop().await;
+}
