@@ -7,6 +7,8 @@ pub mod client_auth;
 pub mod client_credentials;
 pub mod error;
 pub mod introspection;
+pub mod pkce;
+pub mod redirect;
 pub mod rfc7523;
 pub mod token;
 
