@@ -3,6 +3,7 @@
 //! nothing here renders HTML.
 
 pub mod access_token;
+pub mod authorize;
 pub mod client_auth;
 pub mod client_credentials;
 pub mod error;
