@@ -7,7 +7,7 @@
 //! one line names the setting. This module does no I/O beyond reading the file.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -136,6 +136,81 @@ pub struct ApiConfig {
     pub permissions: Vec<crate::iam::permissions::Permission>,
 }
 
+/// An address block, `10.0.0.0/8`, `fd00::/8`, or one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or address/prefix"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?} has an invalid prefix length"))?,
+            None => max,
+        };
+        Ok(Cidr { network, prefix })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is inside the block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl FromEnv for Vec<Cidr> {
+    fn from_env(raw: &str) -> Result<Self, String> {
+        raw.split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(str::parse)
+            .collect()
+    }
+}
+
 /// The role catalogs compiled into the binary.
 pub const CATALOGS: &[&str] = &["default", "stackpath", "mia-platform", "cloud-iam"];
 
@@ -218,6 +293,8 @@ settings! {
     poll_interval_ms: u64 = 500, "GATEHOUSE_POLL_INTERVAL_MS";
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     shutdown_grace_secs: u64 = 30, "GATEHOUSE_SHUTDOWN_GRACE_SECS";
+    /// Proxies whose `X-Forwarded-For` is believed (addresses or blocks, comma-separated in the environment).
+    trusted_proxies: Vec<Cidr> = Vec::new(), "GATEHOUSE_TRUSTED_PROXIES";
     /// Log filter (`error`, `warn`, `info`, `debug`, or `tracing` directives).
     log: String = "info".to_owned(), "GATEHOUSE_LOG";
 }
@@ -537,6 +614,30 @@ mod tests {
             );
             assert!(!doc.is_empty(), "{key} has a doc comment");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_from_file_and_environment() {
+        let c = Config::from_sources(
+            Some((
+                Path::new("g.toml"),
+                "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]",
+            )),
+            &[],
+        )
+        .expect("file");
+        assert_eq!(c.trusted_proxies.len(), 2);
+        let c = Config::from_sources(
+            None,
+            &vars(&[("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1, 192.168.0.0/16")]),
+        )
+        .expect("env");
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(
+            err(None, &[("GATEHOUSE_TRUSTED_PROXIES", "10.0.0.0/99")])
+                .contains("GATEHOUSE_TRUSTED_PROXIES")
+        );
+        assert!(err(Some("trusted_proxies = [\"nope\"]"), &[]).contains("nope"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! serve it on a free port or call it in process. Cross-cutting concerns live in
 //! [`middleware`]: request ids, access logs, metrics, security headers and limits.
 
+pub mod client_addr;
 pub mod health;
 pub mod middleware;
 
