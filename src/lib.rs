@@ -35,6 +35,7 @@ pub mod crypto;
 pub mod ephemeral;
 pub mod http;
 pub mod iam;
+pub mod identity;
 pub mod oauth2;
 pub mod oidc;
 pub mod server;

@@ -18,6 +18,19 @@ use tracing::Instrument;
 
 use crate::server::AppState;
 
+/// The client's address (see [`super::client_addr`]), set on every request served
+/// over TCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl ClientAddr {
+    /// From a request's extensions; `unknown` when served without a socket.
+    pub fn of(ext: Option<axum::Extension<ClientAddr>>) -> String {
+        ext.map(|e| e.0.0.to_string())
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
 /// The request id header.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -42,8 +55,17 @@ fn new_id() -> String {
 }
 
 /// Wraps every request: id, span, metrics, access log, security headers.
-pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
+    if let Some(peer) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
+    {
+        let addr =
+            super::client_addr::client_addr(peer, req.headers(), &state.config.trusted_proxies);
+        req.extensions_mut().insert(ClientAddr(addr));
+    }
     let id = incoming_id(&req).unwrap_or_else(new_id);
     let route = req
         .extensions()

@@ -96,8 +96,16 @@ pub async fn authenticate<'v>(
     view: &'v View,
     headers: &HeaderMap,
     form: &Form,
+    addr: &str,
     now: i64,
 ) -> Result<&'v ServiceAccountCredentials, OAuthError> {
+    // Repeated failures from one address slow its every attempt down. Service
+    // accounts are never locked out: that would let anyone lock out a pipeline.
+    if let Ok(wait) = crate::identity::throttle::owed(&state.ephemeral, None, addr).await
+        && !wait.is_zero()
+    {
+        tokio::time::sleep(wait).await;
+    }
     Ok(
         if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
             if headers.contains_key(axum::http::header::AUTHORIZATION)
@@ -110,7 +118,7 @@ pub async fn authenticate<'v>(
             match super::rfc7523::authenticate(state, view, form).await {
                 Ok(sa) => sa,
                 Err(e) => {
-                    refused(state, form.get("client_id").unwrap_or("unknown")).await;
+                    refused(state, form.get("client_id").unwrap_or("unknown"), addr).await;
                     return Err(e);
                 }
             }
@@ -137,7 +145,7 @@ pub async fn authenticate<'v>(
             match account.filter(|_| authenticated) {
                 Some(sa) => sa,
                 None => {
-                    refused(state, &presented.client_id).await;
+                    refused(state, &presented.client_id, addr).await;
                     return Err(OAuthError::invalid_client(presented.basic));
                 }
             }
@@ -149,14 +157,15 @@ pub async fn authenticate<'v>(
 /// costs the same.
 const DUMMY_HASH: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
-async fn refused(state: &AppState, client_id: &str) {
+async fn refused(state: &AppState, client_id: &str, addr: &str) {
+    let _ = crate::identity::throttle::failed(&state.ephemeral, None, addr).await;
     state
         .events
         .record(AuthEvent::new(
             format!("serviceAccount:{client_id}"),
             "token.refused",
             "*",
-            json!({ "reason": "invalid_client" }),
+            json!({ "reason": "invalid_client", "address": addr }),
         ))
         .await;
 }

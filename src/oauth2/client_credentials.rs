@@ -45,6 +45,7 @@ pub async fn grant(
     state: &AppState,
     headers: &HeaderMap,
     form: &Form,
+    addr: &str,
 ) -> Result<TokenResponse, OAuthError> {
     let view = state.view.load();
     let view = view
@@ -52,7 +53,7 @@ pub async fn grant(
         .as_ref()
         .ok_or_else(|| OAuthError::temporarily_unavailable("the server is starting"))?;
     let now = crate::now_unix();
-    let sa = client_auth::authenticate(state, view, headers, form, now).await?;
+    let sa = client_auth::authenticate(state, view, headers, form, addr, now).await?;
     let (want_roles, narrow) = parse_scope(form.get("scope"))?;
     let admin_api = format!("{}/v1", state.issuer);
     let aud = match form.all("resource").as_slice() {

@@ -21,6 +21,7 @@ use super::client_auth;
 use super::token::{Form, form_body};
 use crate::crypto::jwt;
 use crate::ephemeral::EphemeralStore;
+use crate::http::middleware::ClientAddr;
 use crate::server::AppState;
 
 /// Path of the introspection endpoint.
@@ -76,6 +77,7 @@ async fn authenticated(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
+    addr: &str,
 ) -> Result<(Form, String), OAuthError> {
     let form = form_body(headers, body)?;
     let view = state.view.load();
@@ -83,18 +85,21 @@ async fn authenticated(
         .as_ref()
         .as_ref()
         .ok_or_else(|| OAuthError::temporarily_unavailable("the server is starting"))?;
-    let sa = client_auth::authenticate(state, view, headers, &form, crate::now_unix()).await?;
+    let sa =
+        client_auth::authenticate(state, view, headers, &form, addr, crate::now_unix()).await?;
     Ok((form, sa.client_id.clone()))
 }
 
 /// `POST /oauth2/introspect`.
 pub async fn introspect(
     State(state): State<AppState>,
+    addr: Option<axum::Extension<ClientAddr>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let addr = ClientAddr::of(addr);
     let run = async {
-        let (form, caller) = authenticated(&state, &headers, &body).await?;
+        let (form, caller) = authenticated(&state, &headers, &body, &addr).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
@@ -129,9 +134,15 @@ pub async fn introspect(
 }
 
 /// `POST /oauth2/revoke`.
-pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn revoke(
+    State(state): State<AppState>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let addr = ClientAddr::of(addr);
     let run = async {
-        let (form, caller) = authenticated(&state, &headers, &body).await?;
+        let (form, caller) = authenticated(&state, &headers, &body, &addr).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::OAuthError;
+use crate::http::middleware::ClientAddr;
 use crate::server::AppState;
 
 /// Path of the token endpoint.
@@ -76,8 +77,14 @@ fn no_store(mut r: Response) -> Response {
 }
 
 /// `POST /oauth2/token`.
-pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    match handle(&state, &headers, &body).await {
+pub async fn token(
+    State(state): State<AppState>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let addr = ClientAddr::of(addr);
+    match handle(&state, &headers, &body, &addr).await {
         Ok(t) => no_store(Json(t).into_response()),
         Err(e) => {
             if e.code == "server_error" {
@@ -112,11 +119,14 @@ async fn handle(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
+    addr: &str,
 ) -> Result<TokenResponse, OAuthError> {
     let form = form_body(headers, body)?;
     match form.get("grant_type") {
         None => Err(OAuthError::invalid_request("grant_type is required")),
-        Some("client_credentials") => super::client_credentials::grant(state, headers, &form).await,
+        Some("client_credentials") => {
+            super::client_credentials::grant(state, headers, &form, addr).await
+        }
         Some(other) => Err(OAuthError::unsupported_grant_type(format!(
             "grant_type {other:?} is not supported here"
         ))),

@@ -19,7 +19,9 @@ struct Sa {
 }
 
 async fn world() -> (World, Sa) {
-    let w = World::new(|_| {}).await;
+    // Loopback is a trusted proxy here, so each request can come "from" an address of
+    // its own and the attack tests do not throttle each other.
+    let w = World::new(|c| c.trusted_proxies = vec!["127.0.0.1".parse().expect("cidr")]).await;
     let v = w.view();
     let ctx = w.ctx(&v);
     let sa = gatehouse::access::accounts::create_service_account(
@@ -72,8 +74,20 @@ async fn post(
     auth: Option<&str>,
     body: &str,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
+    let n = uuid::Uuid::new_v4().as_u128();
+    let from = format!("2001:db8::{:x}:{:x}", (n >> 16) & 0xffff, n & 0xffff);
+    post_from(w, &from, auth, body).await
+}
+
+async fn post_from(
+    w: &World,
+    from: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, reqwest::header::HeaderMap, Value) {
     let mut req = client()
         .post(format!("{}/oauth2/token", w.s.base))
+        .header("x-forwarded-for", from)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body.to_owned());
     if let Some(a) = auth {
@@ -683,5 +697,76 @@ async fn operators_verify_tokens_and_decide_offline_from_the_command_line() {
         "https://elsewhere.example",
     ]);
     assert!(!out.status.success(), "wrong audience");
+    w.s.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_failures_from_one_address_are_slowed_down() {
+    let (w, sa) = world().await;
+    let wrong = basic(&sa.client_id, "wrong");
+    let attacker = "198.51.100.66";
+    for _ in 0..gatehouse::identity::throttle::FREE {
+        assert_eq!(
+            post_from(&w, attacker, Some(&wrong), "grant_type=client_credentials")
+                .await
+                .0,
+            401
+        );
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(
+        post_from(&w, attacker, Some(&wrong), "grant_type=client_credentials")
+            .await
+            .0,
+        401
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "the free failures cost nothing"
+    );
+    let started = std::time::Instant::now();
+    let (status, _, _) = post_from(
+        &w,
+        attacker,
+        Some(&basic(&sa.client_id, &sa.secret)),
+        "grant_type=client_credentials",
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "a throttled address still gets in with the right secret"
+    );
+    assert!(
+        started.elapsed() >= gatehouse::identity::throttle::BASE,
+        "but waits first"
+    );
+    let started = std::time::Instant::now();
+    let (status, _, _) = post_from(
+        &w,
+        "198.51.100.67",
+        Some(&basic(&sa.client_id, &sa.secret)),
+        "grant_type=client_credentials",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "other addresses are not slowed"
+    );
+    // the address comes from the trusted proxy's header, never from a client's own
+    let spoofed = client()
+        .post(format!("{}/oauth2/token", w.s.base))
+        .header("x-forwarded-for", "198.51.100.66, 10.9.9.9")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", basic(&sa.client_id, &sa.secret))
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        spoofed.status(),
+        200,
+        "10.9.9.9 is not trusted, so it is the client, and it is not throttled"
+    );
     w.s.stop().await;
 }
