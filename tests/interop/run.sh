@@ -78,3 +78,8 @@ check "a token without the roles scope grants nothing offline" '[true, [false], 
 echo
 echo "interop: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
+
+# docker/: no engine runs here, so lint the Dockerfile and check the compose file's
+# structure (tests/interop/requirements.txt locks both tools)
+"$venv/bin/hadolint" "$root/docker/Dockerfile"
+"$py" "$root/docker/check.py"
