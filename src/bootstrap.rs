@@ -19,8 +19,7 @@ pub const ADMIN_REDIRECT_URI: &str = "http://127.0.0.1/callback";
 /// The meta key recording that the instance was bootstrapped.
 const META_KEY: &str = "bootstrapped";
 
-/// What to create.
-#[derive(Debug)]
+/// What to create. `Debug` never prints the password.
 pub struct Request {
     /// Slug of the organization.
     pub org: String,
@@ -30,6 +29,17 @@ pub struct Request {
     pub owner_password: String,
     /// Slug of a service account to create, if any.
     pub service_account: Option<String>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("org", &self.org)
+            .field("owner_email", &self.owner_email)
+            .field("owner_password", &"[redacted]")
+            .field("service_account", &self.service_account)
+            .finish()
+    }
 }
 
 /// Why bootstrapping failed.

@@ -175,8 +175,8 @@ async fn service_account(ctx: &Ctx<'_>, name: &str) -> Result<ServiceAccountRow,
         .ok_or_else(|| AccessError::NotFound(name.to_owned()))
 }
 
-/// A minted secret, shown exactly once.
-#[derive(Clone, Debug, Serialize)]
+/// A minted secret, shown exactly once. `Debug` never prints it.
+#[derive(Clone, Serialize)]
 pub struct MintedSecret {
     /// The secret's id (for revoking it).
     pub id: String,
@@ -184,6 +184,16 @@ pub struct MintedSecret {
     pub client_secret: String,
     /// When it stops working.
     pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for MintedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintedSecret")
+            .field("id", &self.id)
+            .field("client_secret", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// Mints a client secret for the service account named `name`.

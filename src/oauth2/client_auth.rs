@@ -15,8 +15,8 @@ use crate::server::events::AuthEvent;
 use crate::server::state::View;
 use crate::store::directory::ServiceAccountCredentials;
 
-/// The credentials a client presented.
-#[derive(Debug, PartialEq, Eq)]
+/// The credentials a client presented. `Debug` never prints the secret.
+#[derive(PartialEq, Eq)]
 pub struct Presented {
     /// The client id.
     pub client_id: String,
@@ -24,6 +24,16 @@ pub struct Presented {
     pub secret: String,
     /// Whether they came in HTTP Basic (failures then challenge for it).
     pub basic: bool,
+}
+
+impl std::fmt::Debug for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presented")
+            .field("client_id", &self.client_id)
+            .field("secret", &"[redacted]")
+            .field("basic", &self.basic)
+            .finish()
+    }
 }
 
 fn form_decode(s: &str) -> Option<String> {

@@ -15,10 +15,18 @@ use crate::server::AppState;
 /// Path of the token endpoint.
 pub const PATH: &str = "/oauth2/token";
 
-/// A parsed form body.
-#[derive(Debug, Default)]
+/// A parsed form body. `Debug` prints parameter names only: values may be secrets.
+#[derive(Default)]
 pub struct Form {
     pairs: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Form {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.pairs.iter().map(|(k, _)| k))
+            .finish()
+    }
 }
 
 impl Form {
