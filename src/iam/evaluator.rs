@@ -432,25 +432,6 @@ impl Evaluator {
             .collect()
     }
 
-    /// The union of the principal's permissions on `resource`.
-    pub fn permissions_on(
-        &self,
-        kind: PrincipalKind,
-        id: &str,
-        resource: &str,
-        now: i64,
-    ) -> PermSet {
-        let mut set = PermSet::default();
-        for (b, _) in self.grants_of(kind, id, now) {
-            let (role, scope, _) = self.binding_parts(b);
-            let role = self.roles.at(role);
-            if names::reaches(scope, role.inherits(), resource) {
-                set.union_with(&role.perms);
-            }
-        }
-        set
-    }
-
     /// Who holds which role on `resource`, inherited bindings included and groups
     /// expanded to their active members; sorted by principal, then role.
     pub fn holders(&self, resource: &str, now: i64) -> Vec<Holder> {

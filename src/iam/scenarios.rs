@@ -160,6 +160,45 @@ fn seed_001_alice_owns_every_project_of_the_organization() {
 }
 
 #[test]
+fn effective_roles_name_the_bindings_that_give_them() {
+    let ev = World::new("default")
+        .user("bob")
+        .member("devs", u("bob"))
+        .bind(u("bob"), "organization.member", "orgs/test")
+        .bind(u("bob"), "project.member", "orgs/test/projects/backend")
+        .bind(PrincipalRef::group("devs"), "viewer", "orgs/test")
+        .bind_until(u("bob"), "editor", "orgs/test", Some(NOW - 1))
+        .build();
+    let on = |r: &str| {
+        let mut v: Vec<(String, String, PrincipalRef)> = ev
+            .effective_roles(K::User, "bob", r, NOW)
+            .into_iter()
+            .map(|g| (g.role, g.scope, g.holder))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        on("orgs/test/projects/backend"),
+        vec![
+            (
+                "project.member".into(),
+                "orgs/test/projects/backend".into(),
+                u("bob")
+            ),
+            (
+                "viewer".into(),
+                "orgs/test".into(),
+                PrincipalRef::group("devs")
+            ),
+        ],
+        "the org-only role does not reach the project; the group's viewer does; the expired editor is gone"
+    );
+    assert_eq!(on("orgs/test").len(), 2);
+    assert!(on("orgs/other").is_empty());
+}
+
+#[test]
 fn seed_001_bobs_primitive_roles_stay_where_they_are_bound() {
     let ev = World::new("default")
         .user("bob")

@@ -222,12 +222,6 @@ impl Store {
         }))
     }
 
-    /// The version of a resource's policy (0 when never written).
-    pub async fn policy_version(&self, scope: &str) -> Result<i64> {
-        let mut conn = self.pool().acquire().await?;
-        policy_version_in(&mut conn, scope).await
-    }
-
     /// Pending invitations at a scope.
     pub async fn invitations_at(&self, scope: &str) -> Result<Vec<InvitationRow>> {
         let rows: Vec<InvitationTuple> = sqlx::query_as(

@@ -442,22 +442,6 @@ pub async fn delete_resource(tx: &mut AnyConnection, name: &str) -> Result<bool>
     Ok(done.rows_affected() > 0)
 }
 
-/// Changes a resource's display name; tells whether it is live.
-pub async fn rename_resource(
-    tx: &mut AnyConnection,
-    name: &str,
-    display_name: &str,
-) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE resources SET display_name = $1 WHERE name = $2 AND deleted_at IS NULL",
-    )
-    .bind(display_name)
-    .bind(name)
-    .execute(&mut *tx)
-    .await?;
-    Ok(done.rows_affected() > 0)
-}
-
 /// Deletes one secret of a service account; tells whether it existed.
 pub async fn delete_secret(
     tx: &mut AnyConnection,
