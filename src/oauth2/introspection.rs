@@ -87,6 +87,9 @@ async fn authenticated(
         .ok_or_else(|| OAuthError::temporarily_unavailable("the server is starting"))?;
     let sa =
         client_auth::authenticate(state, view, headers, &form, addr, crate::now_unix()).await?;
+    if form.get("token").is_none() {
+        return Err(OAuthError::invalid_request("token is required"));
+    }
     Ok((form, sa.client_id.clone()))
 }
 
@@ -100,9 +103,7 @@ pub async fn introspect(
     let addr = ClientAddr::of(addr);
     let run = async {
         let (form, caller) = authenticated(&state, &headers, &body, &addr).await?;
-        let token = form
-            .get("token")
-            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let token = form.get("token").unwrap_or_default();
         let Some(claims) = verified(&state, token).filter(|c| concerns(c, &caller)) else {
             return Ok(json!({ "active": false }));
         };
@@ -143,9 +144,7 @@ pub async fn revoke(
     let addr = ClientAddr::of(addr);
     let run = async {
         let (form, caller) = authenticated(&state, &headers, &body, &addr).await?;
-        let token = form
-            .get("token")
-            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let token = form.get("token").unwrap_or_default();
         if form.get("token_type_hint") == Some("refresh_token") && token.split('.').count() != 3 {
             return Err(OAuthError {
                 code: "unsupported_token_type",
