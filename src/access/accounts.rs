@@ -121,6 +121,9 @@ pub async fn create_service_account(
     };
     let mut tx = ctx.store.begin().await?;
     let seq = store::bump_change(&mut tx, "service_account", &sa.name).await?;
+    if !iam::resource_live_in(&mut tx, parent).await? {
+        return Err(AccessError::NotFound(parent.to_owned()));
+    }
     iam::insert_service_account(&mut tx, &sa)
         .await
         .map_err(|e| match e {
@@ -149,13 +152,11 @@ fn may_impersonate(
     sa: &ServiceAccountRow,
 ) -> Result<(), AccessError> {
     ctx.require(actor, "iam.serviceAccountKeys.create", &sa.name)?;
+    // Every binding the account would act with, its groups' included.
     for b in ctx
         .evaluator
-        .bindings_of(&PrincipalRef::service_account(sa.id.clone()))
+        .grants_for(&PrincipalRef::service_account(sa.id.clone()), ctx.now)
     {
-        if b.expires_at.is_some_and(|e| e <= ctx.now) {
-            continue;
-        }
         ctx.evaluator
             .can_grant(&actor.principal, &b.role, &b.scope, ctx.now)
             .map_err(|e| {

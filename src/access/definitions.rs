@@ -173,7 +173,17 @@ pub async fn put_custom_role(
     perms: &[String],
 ) -> Result<RoleDef, AccessError> {
     let org = org(org_name)?;
-    ctx.require(actor, "iam.roles.create", org)?;
+    let id = format!("{org}/roles/{slug}");
+    let replacing = ctx.evaluator.roles().get(&id).is_some();
+    ctx.require(
+        actor,
+        if replacing {
+            "iam.roles.update"
+        } else {
+            "iam.roles.create"
+        },
+        org,
+    )?;
     super::check_slug("slug", slug)?;
     if perms.is_empty() {
         return Err(invalid(
@@ -195,8 +205,23 @@ pub async fn put_custom_role(
             ));
         }
     }
+    // A definition (or a redefinition, which widens every existing binding of the role
+    // at once) may hold only what the actor holds everywhere in the organization.
+    let wanted = registry.resolve(perms, &[]);
+    let held = ctx.evaluator.held(&actor.principal, org, true, ctx.now);
+    if !wanted.is_subset(&held) {
+        let missing = wanted
+            .ids()
+            .find(|p| !held.contains(*p))
+            .and_then(|p| registry.get(p))
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        return Err(AccessError::CannotGrant(format!(
+            "a role defined in {org} may only hold permissions its author holds on all of {org}; {missing} is missing"
+        )));
+    }
     let role = RoleDef {
-        id: format!("{org}/roles/{slug}"),
+        id,
         kind: RoleKind::Custom,
         description: description.to_owned(),
         permissions: perms.to_vec(),

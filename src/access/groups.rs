@@ -72,7 +72,10 @@ async fn write(
         directory::add_member(&mut tx, &g.id, who).await?;
         true
     } else {
-        directory::remove_member(&mut tx, &g.id, who).await?
+        let removed = directory::remove_member(&mut tx, &g.id, who).await?;
+        let owner_role = &ctx.evaluator.roles().catalog().owner_role;
+        super::keep_owners_in(&mut tx, owner_role, std::slice::from_ref(&g.org)).await?;
+        removed
     };
     if !changed {
         return Ok(());

@@ -155,6 +155,25 @@ pub(crate) fn check_slug(field: &str, slug: &str) -> Result<(), AccessError> {
     }
 }
 
+/// The last-owner rule again, on the rows of the transaction that made the change
+/// (after it): the evaluator may trail the store, this cannot.
+pub(crate) async fn keep_owners_in(
+    tx: &mut sqlx::AnyConnection,
+    owner_role: &str,
+    orgs: &[String],
+) -> Result<(), AccessError> {
+    for org in orgs {
+        let is_org = crate::iam::names::parse(org)
+            .is_some_and(|p| p.kind == crate::iam::names::Kind::Organization);
+        if is_org && crate::store::directory::owner_count_in(tx, org, owner_role).await? == 0 {
+            return Err(AccessError::Refused(format!(
+                "{org} would have no owner: it needs a direct, non-expiring {owner_role} binding to an active principal"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Parses a member as written in policies: `user:<email>`,
 /// `serviceAccount:<client_id>` or `group:orgs/<org>/groups/<slug>`.
 pub fn parse_member(member: &str) -> Option<(PrincipalKind, &str)> {

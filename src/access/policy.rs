@@ -220,6 +220,8 @@ async fn resolve(
     }
     let mut seen = HashSet::new();
     entries.retain(|e| seen.insert((e.role.clone(), e.principal.clone())));
+    let mut seen = HashSet::new();
+    pending.retain(|(role, email, _)| seen.insert((role.clone(), email.clone())));
     Ok((entries, pending))
 }
 
@@ -310,6 +312,9 @@ pub async fn set(
     if etag(directory::policy_version_in(&mut tx, scope).await?) != expected_etag {
         return Err(AccessError::StaleEtag);
     }
+    if scope != ROOT && !iam::resource_live_in(&mut tx, scope).await? {
+        return Err(AccessError::NotFound(scope.to_owned()));
+    }
     for r in &current {
         let e = Entry {
             role: r.role.clone(),
@@ -349,6 +354,7 @@ pub async fn set(
     directory::replace_invitations(&mut tx, scope, org_of(scope).unwrap_or(ROOT), &invitations)
         .await?;
     directory::set_policy_version(&mut tx, scope, seq).await?;
+    super::keep_owners_in(&mut tx, &roles.catalog().owner_role, &[scope.to_owned()]).await?;
     let after = {
         let rows = directory::policy_rows(&mut tx, scope).await?;
         assemble(seq, &rows, &invitations)

@@ -59,8 +59,24 @@ pub async fn change(
             &mut warnings,
         )?;
     }
+    if change != Change::Enable {
+        let roles = ctx.evaluator.roles();
+        if let Some(b) = ctx
+            .evaluator
+            .bindings_of(principal)
+            .into_iter()
+            .find(|b| roles.get(&b.role).is_some_and(|r| r.def.protected))
+        {
+            return Err(AccessError::Refused(format!(
+                "it holds {} on {}, which cannot be removed",
+                b.role, b.scope
+            )));
+        }
+    }
+    let owner_role = ctx.evaluator.roles().catalog().owner_role.clone();
     let mut tx = ctx.store.begin().await?;
     let seq = store::bump_change(&mut tx, table, &principal.id).await?;
+    let owned = crate::store::directory::owner_scopes_in(&mut tx, principal, &owner_role).await?;
     let found = match (principal.kind, change) {
         (_, Change::Delete) => lifecycle::delete_principal(&mut tx, principal).await?,
         (PrincipalKind::User, c) => {
@@ -77,6 +93,9 @@ pub async fn change(
             principal.kind.as_str(),
             principal.id
         )));
+    }
+    if change != Change::Enable {
+        super::keep_owners_in(&mut tx, &owner_role, &owned).await?;
     }
     let action = format!(
         "{table}.{}",

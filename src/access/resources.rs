@@ -86,6 +86,11 @@ pub async fn create(
     };
     let mut tx = ctx.store.begin().await?;
     let seq = store::bump_change(&mut tx, "resource", &name).await?;
+    if let Some(p) = parent
+        && !iam::resource_live_in(&mut tx, p).await?
+    {
+        return Err(AccessError::NotFound(p.to_owned()));
+    }
     iam::insert_resource(&mut tx, &row)
         .await
         .map_err(|e| match e {

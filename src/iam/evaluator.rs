@@ -478,6 +478,45 @@ impl Evaluator {
         out
     }
 
+    /// The permissions `p` holds on `scope` and, with `beneath`, on everything beneath
+    /// it too (only inheriting bindings at the scope or above give those).
+    pub fn held(&self, p: &PrincipalRef, scope: &str, beneath: bool, now: i64) -> PermSet {
+        let mut held = PermSet::default();
+        for (b, _) in self.grants_of(p.kind, &p.id, now) {
+            let (r, s, _) = self.binding_parts(b);
+            let r = self.roles.at(r);
+            let covers = if beneath {
+                r.inherits() && names::within(scope, s)
+            } else {
+                names::reaches(s, r.inherits(), scope)
+            };
+            if covers {
+                held.union_with(&r.perms);
+            }
+        }
+        held
+    }
+
+    /// Every unexpired binding that applies to `p`, its own and its groups', whether
+    /// or not `p` is active now (what it would hold once enabled again).
+    pub fn grants_for(&self, p: &PrincipalRef, now: i64) -> Vec<Grant> {
+        let Some(n) = self.find(p.kind, &p.id) else {
+            return Vec::new();
+        };
+        let node = &self.nodes[n as usize];
+        let own = node.bindings.iter().map(|b| (*b, n));
+        let via = node.groups.iter().flat_map(|g| {
+            self.nodes[*g as usize]
+                .bindings
+                .iter()
+                .map(move |b| (*b, *g))
+        });
+        own.chain(via)
+            .filter(|(b, _)| self.bindings[*b as usize].expires_at > now)
+            .map(|(b, h)| self.grant(b, h))
+            .collect()
+    }
+
     /// The granting rule: `granter` may bind `role` at `scope` only if it holds every
     /// permission of the role on every resource the binding would reach. For an
     /// inheriting role that is the scope and everything beneath it, which only an
@@ -493,19 +532,7 @@ impl Evaluator {
             .roles
             .get(role)
             .ok_or_else(|| GrantError::UnknownRole(role.to_owned()))?;
-        let mut held = PermSet::default();
-        for (b, _) in self.grants_of(granter.kind, &granter.id, now) {
-            let (r, s, _) = self.binding_parts(b);
-            let r = self.roles.at(r);
-            let covers = if target.inherits() {
-                r.inherits() && names::within(scope, s)
-            } else {
-                names::reaches(s, r.inherits(), scope)
-            };
-            if covers {
-                held.union_with(&r.perms);
-            }
-        }
+        let held = self.held(granter, scope, target.inherits(), now);
         if target.perms.is_subset(&held) {
             return Ok(());
         }

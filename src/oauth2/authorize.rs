@@ -171,6 +171,14 @@ pub fn check(
                 "unknown scope {s:?}"
             ))));
         }
+        if let Some(name) = s.strip_prefix("roles:")
+            && !crate::iam::names::within(name, &client.parent)
+        {
+            return Err(back(OAuthError::invalid_scope(format!(
+                "{s} is outside {}, where the application is registered",
+                client.parent
+            ))));
+        }
         if !scopes.iter().any(|k| k == s) {
             scopes.push(s.to_owned());
         }
@@ -281,12 +289,15 @@ mod tests {
     fn a_good_request_is_accepted() {
         let r = check(
             &form(&base(
-                "&scope=openid%20roles%20openid&nonce=n1&prompt=login&max_age=60",
+                "&scope=openid%20roles%20openid%20roles%3Aorgs%2Facme%2Fprojects%2Fp&nonce=n1&prompt=login&max_age=60",
             )),
             Some(&client(true)),
         )
         .expect("ok");
-        assert_eq!(r.scopes, vec!["openid", "roles"]);
+        assert_eq!(
+            r.scopes,
+            vec!["openid", "roles", "roles:orgs/acme/projects/p"]
+        );
         assert_eq!(
             (r.state.as_deref(), r.nonce.as_deref(), r.max_age),
             (Some("xyz"), Some("n1"), Some(60))
@@ -339,6 +350,8 @@ mod tests {
                 "invalid_request",
             ),
             (&*base("&scope=admin"), "invalid_scope"),
+            (&*base("&scope=roles%3Aorgs%2Fother"), "invalid_scope"),
+            (&*base("&scope=roles%3Aorgs%2Facmex"), "invalid_scope"),
             (&*base("&prompt=none%20login"), "invalid_request"),
             (&*base("&prompt=bogus"), "invalid_request"),
             (&*base("&max_age=-1"), "invalid_request"),

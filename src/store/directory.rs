@@ -642,3 +642,52 @@ impl Store {
         Ok(rows.into_iter().map(|(i,)| i).collect())
     }
 }
+
+/// SQL: whether the principal `(kind, id)` columns name an active user or service
+/// account.
+const ACTIVE: &str = "((%K = 'user' AND EXISTS (SELECT 1 FROM users u WHERE u.id = %I AND u.email_verified = 1 AND u.disabled = 0)) \
+     OR (%K = 'serviceAccount' AND EXISTS (SELECT 1 FROM service_accounts s WHERE s.id = %I AND s.disabled = 0)))";
+
+/// The last-owner rule, evaluated on the rows of `conn` (inside the transaction
+/// that makes a change, after making it): direct, non-expiring bindings of
+/// `owner_role` on `org` to an active user, an active service account, or a group
+/// with at least one active member.
+pub async fn owner_count_in(conn: &mut AnyConnection, org: &str, owner_role: &str) -> Result<i64> {
+    let direct = ACTIVE
+        .replace("%K", "b.principal_kind")
+        .replace("%I", "b.principal_id");
+    let member = ACTIVE
+        .replace("%K", "m.member_kind")
+        .replace("%I", "m.member_id");
+    let sql = format!(
+        "SELECT COUNT(*) FROM role_bindings b WHERE b.scope = $1 AND b.role = $2 AND b.expires_at IS NULL AND \
+         ({direct} OR (b.principal_kind = 'group' AND EXISTS \
+           (SELECT 1 FROM group_members m WHERE m.group_id = b.principal_id AND {member})))"
+    );
+    let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(org)
+        .bind(owner_role)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(n)
+}
+
+/// The scopes where `p` holds `owner_role`, directly or through a group, read on
+/// `conn`.
+pub async fn owner_scopes_in(
+    conn: &mut AnyConnection,
+    p: &PrincipalRef,
+    owner_role: &str,
+) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT scope FROM role_bindings WHERE role = $1 AND \
+         ((principal_kind = $2 AND principal_id = $3) OR (principal_kind = 'group' AND principal_id IN \
+           (SELECT group_id FROM group_members WHERE member_kind = $2 AND member_id = $3)))",
+    )
+    .bind(owner_role)
+    .bind(p.kind.as_str())
+    .bind(&p.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|(s,)| s).collect())
+}

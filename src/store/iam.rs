@@ -414,13 +414,18 @@ pub async fn delete_binding(tx: &mut AnyConnection, id: &str) -> Result<bool> {
     Ok(done.rows_affected() > 0)
 }
 
-/// How many live children a resource has.
+/// How many live children a resource has: resources, and the service accounts,
+/// groups and OAuth clients that belong to it.
 pub async fn live_children(tx: &mut AnyConnection, name: &str) -> Result<i64> {
-    let (n,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM resources WHERE parent = $1 AND deleted_at IS NULL")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM resources WHERE parent = $1 AND deleted_at IS NULL) \
+              + (SELECT COUNT(*) FROM service_accounts WHERE parent = $1) \
+              + (SELECT COUNT(*) FROM groups WHERE org = $1) \
+              + (SELECT COUNT(*) FROM clients WHERE parent = $1)",
+    )
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await?;
     Ok(n)
 }
 
@@ -492,4 +497,15 @@ impl Store {
         .await?;
         Ok(row.map(service_account_from))
     }
+}
+
+/// Whether a live resource has this name, read on `conn` (inside a write
+/// transaction, so a concurrent delete cannot slip between check and write).
+pub async fn resource_live_in(conn: &mut AnyConnection, name: &str) -> Result<bool> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM resources WHERE name = $1 AND deleted_at IS NULL")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.is_some())
 }

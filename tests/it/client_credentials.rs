@@ -635,10 +635,7 @@ async fn introspection_answers_only_the_tokens_owner_and_revocation_is_immediate
         "token=opaque&token_type_hint=refresh_token",
     )
     .await;
-    assert_eq!(
-        (status, info["error"].as_str()),
-        (400, Some("unsupported_token_type"))
-    );
+    assert_eq!((status, info["error"].as_str()), (200, None));
     w.s.stop().await;
 }
 

@@ -605,3 +605,210 @@ async fn stackpath_members_can_use_the_default_stack() {
     assert!(!w.check(&j, "billing.invoices.get", "orgs/acme"));
     w.s.stop().await;
 }
+
+#[tokio::test]
+async fn review_attacks_are_refused() {
+    let w = World::new(|_| {}).await;
+    let st = &w.s.state;
+    let alice = w.actor("alice@acme.test").await;
+
+    // 1. minting for a service account that owns the org through a group
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    let sa = accounts::create_service_account(&ctx, &w.owner, "orgs/acme", "ci", "CI", "")
+        .await
+        .expect("sa");
+    let admins = definitions::create_group(&ctx, &w.owner, "orgs/acme", "admins", "Admins")
+        .await
+        .expect("group");
+    w.reload().await;
+    let p = w.get(&w.owner, "orgs/acme").await.expect("read");
+    let p = w
+        .set(
+            &w.owner,
+            "orgs/acme",
+            &p.etag,
+            &[
+                binding(
+                    "owner",
+                    &["user:owner@acme.test", "group:orgs/acme/groups/admins"],
+                ),
+                binding("iam.serviceAccountKeyAdmin", &["user:alice@acme.test"]),
+            ],
+        )
+        .await
+        .expect("policy");
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    gatehouse::access::groups::add_member(
+        &ctx,
+        &w.owner,
+        &admins.name,
+        &format!("serviceAccount:{}", sa.client_id),
+    )
+    .await
+    .expect("member");
+    w.reload().await;
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    let r = accounts::mint_secret(&ctx, &st.kek, &alice, &sa.name, None).await;
+    assert!(
+        matches!(r, Err(AccessError::CannotGrant(_))),
+        "the group's owner role counts: {r:?}"
+    );
+
+    // 2. redefining a custom role cannot give it more than its author holds
+    let role = definitions::put_custom_role(
+        &ctx,
+        &w.owner,
+        "orgs/acme",
+        "roler",
+        "",
+        &["iam.roles.create".into(), "iam.roles.update".into()],
+    )
+    .await
+    .expect("role");
+    w.reload().await;
+    let p = w
+        .set(
+            &w.owner,
+            "orgs/acme",
+            &p.policy.etag,
+            &[
+                binding(
+                    "owner",
+                    &["user:owner@acme.test", "group:orgs/acme/groups/admins"],
+                ),
+                binding("iam.serviceAccountKeyAdmin", &["user:alice@acme.test"]),
+                binding(&role.id, &["user:alice@acme.test"]),
+            ],
+        )
+        .await
+        .expect("bind the custom role");
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    let widen =
+        definitions::put_custom_role(&ctx, &alice, "orgs/acme", "roler", "", &["*".into()]).await;
+    assert!(
+        matches!(widen, Err(AccessError::CannotGrant(_))),
+        "{widen:?}"
+    );
+
+    // 5. a project with a service account is not deleted from under it
+    resources::create(
+        &ctx,
+        &w.owner,
+        Some("orgs/acme"),
+        Kind::Project,
+        "svc",
+        "Svc",
+    )
+    .await
+    .expect("project");
+    accounts::create_service_account(&ctx, &w.owner, "orgs/acme/projects/svc", "job", "Job", "")
+        .await
+        .expect("sa");
+    let r = resources::delete(&ctx, &w.owner, "orgs/acme/projects/svc").await;
+    assert!(matches!(r, Err(AccessError::Refused(_))), "{r:?}");
+
+    // 8. the same invitee twice is one invitation, not a server error
+    let bp = w
+        .get(&w.owner, "orgs/acme/projects/backend")
+        .await
+        .expect("read");
+    let twice = w
+        .set(
+            &w.owner,
+            "orgs/acme/projects/backend",
+            &bp.etag,
+            &[binding("viewer", &["user:new@x.test", "user:NEW@x.test"])],
+        )
+        .await
+        .expect("duplicates are merged");
+    assert_eq!(
+        twice.policy.bindings[0].pending_members,
+        vec!["user:new@x.test"]
+    );
+
+    let _ = p;
+    w.s.stop().await;
+}
+
+#[tokio::test]
+async fn the_last_owner_rule_is_checked_on_the_store_itself() {
+    let w = World::new(|_| {}).await;
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    let g = definitions::create_group(&ctx, &w.owner, "orgs/acme", "owners", "Owners")
+        .await
+        .expect("group");
+    w.reload().await;
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    gatehouse::access::groups::add_member(&ctx, &w.owner, &g.name, "user:owner@acme.test")
+        .await
+        .expect("member");
+    w.reload().await;
+    let p = w.get(&w.owner, "orgs/acme").await.expect("read");
+    w.set(
+        &w.owner,
+        "orgs/acme",
+        &p.etag,
+        &[binding(
+            "owner",
+            &["user:owner@acme.test", "group:orgs/acme/groups/owners"],
+        )],
+    )
+    .await
+    .expect("two ways to own");
+    // a stale view: taken now, used after the direct binding is gone
+    let stale = w.view();
+    let p = w.get(&w.owner, "orgs/acme").await.expect("read");
+    w.set(
+        &w.owner,
+        "orgs/acme",
+        &p.etag,
+        &[binding("owner", &["group:orgs/acme/groups/owners"])],
+    )
+    .await
+    .expect("the group owns");
+    let ctx = w.ctx(&stale);
+    let r =
+        gatehouse::access::groups::remove_member(&ctx, &w.owner, &g.name, "user:owner@acme.test")
+            .await;
+    assert!(
+        matches!(r, Err(AccessError::Refused(_))),
+        "the stale view would allow it; the store refuses: {r:?}"
+    );
+    w.reload().await;
+    assert_eq!(
+        w.view()
+            .as_ref()
+            .as_ref()
+            .expect("view")
+            .evaluator
+            .org_owner_count("orgs/acme", &Default::default()),
+        1
+    );
+    w.s.stop().await;
+}
+
+#[tokio::test]
+async fn stackpath_owner_cannot_be_deleted_or_disabled() {
+    let w = World::new(|c| c.catalog = "stackpath".into()).await;
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    for change in [
+        gatehouse::access::principals::Change::Delete,
+        gatehouse::access::principals::Change::Disable,
+    ] {
+        let r =
+            gatehouse::access::principals::change(&ctx, &w.owner, &w.owner.principal, "*", change)
+                .await;
+        assert!(
+            matches!(r, Err(AccessError::Refused(ref m)) if m.contains("roles/systemOwner")),
+            "{change:?}: {r:?}"
+        );
+    }
+    w.s.stop().await;
+}
