@@ -43,14 +43,57 @@ pub fn new_jti() -> String {
     crate::crypto::b64(&crate::crypto::random_bytes::<16>())
 }
 
-/// Signs the claims with the ring's current key.
-pub fn sign(ring: &KeyRing, now: i64, claims: &Claims<'_>) -> Result<String, JwtError> {
-    jwt::sign(ring, now, "at+jwt", claims)
+/// Signs the claims with the ring's current key. A token never outlives the key's
+/// publication: when the signer is a key already retiring (its successor was
+/// revoked), `exp` is cut to a minute before the key leaves the JWKS.
+pub fn sign(ring: &KeyRing, now: i64, claims: &mut Claims<'_>) -> Result<String, JwtError> {
+    let key = ring.signer(now).ok_or(JwtError::NoSigningKey)?;
+    if let Some(unpublished) = key.expires_at {
+        claims.exp = claims.exp.min(unpublished - 60);
+        if claims.exp <= now {
+            return Err(JwtError::NoSigningKey);
+        }
+    }
+    jwt::sign_with(key, "at+jwt", claims)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_never_outlive_their_key() {
+        use crate::config::SigningAlg;
+        use crate::crypto::kek::Kek;
+        use crate::crypto::keyring::new_row;
+        let (kek, _) = Kek::generate();
+        let mut retiring = new_row(SigningAlg::EdDSA, &kek, 0, 0).expect("key");
+        retiring.retires_at = Some(100);
+        retiring.expires_at = Some(1000);
+        let ring = KeyRing::from_rows(&[retiring], &kek, 500).expect("ring");
+        let mut c = Claims {
+            iss: "i",
+            sub: "s",
+            aud: "a",
+            client_id: "c",
+            scope: "",
+            jti: new_jti(),
+            iat: 500,
+            exp: 1100,
+            roles: None,
+        };
+        sign(&ring, 500, &mut c).expect("sign");
+        assert_eq!(c.exp, 940, "cut to a minute before the key is unpublished");
+        let mut late = Claims {
+            iat: 950,
+            exp: 1550,
+            ..c.clone()
+        };
+        assert!(
+            sign(&ring, 950, &mut late).is_err(),
+            "too close to the end: refuse rather than outlive the key"
+        );
+    }
 
     #[test]
     fn expiry_is_capped_by_the_earliest_binding() {

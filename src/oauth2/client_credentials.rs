@@ -93,7 +93,7 @@ pub async fn grant(
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    let claims = Claims {
+    let mut claims = Claims {
         iss: &state.issuer,
         sub: &sa.id,
         aud: &aud,
@@ -104,7 +104,7 @@ pub async fn grant(
         exp,
         roles: claim.map(|c| c.roles),
     };
-    let token = access_token::sign(&state.keys.load(), now, &claims).map_err(|e| {
+    let token = access_token::sign(&state.keys.load(), now, &mut claims).map_err(|e| {
         tracing::error!(error = %e, "cannot sign an access token");
         OAuthError::temporarily_unavailable("no signing key is available")
     })?;
@@ -117,13 +117,13 @@ pub async fn grant(
             format!("serviceAccount:{}", sa.client_id),
             "token.issue",
             &sa.parent,
-            json!({ "aud": aud, "scope": scope, "jti": claims.jti, "exp": exp }),
+            json!({ "aud": aud, "scope": scope, "jti": claims.jti, "exp": claims.exp }),
         ))
         .await;
     Ok(TokenResponse {
         access_token: token,
         token_type: "Bearer",
-        expires_in: exp - now,
+        expires_in: claims.exp - now,
         scope,
     })
 }

@@ -61,6 +61,14 @@ impl Events {
         let _ = self.tx.send(event).await;
     }
 
+    /// Queues an event unless the queue is full (then it is dropped and counted in
+    /// the log): for events an attacker can produce at will.
+    pub fn record_lossy(&self, event: AuthEvent) {
+        if self.tx.try_send(event).is_err() {
+            tracing::warn!("audit queue full: a refused-authentication event was dropped");
+        }
+    }
+
     /// Waits (at most `limit`) until every queued event is written.
     pub async fn drain(&self, limit: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + limit;
