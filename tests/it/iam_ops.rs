@@ -438,6 +438,25 @@ async fn users_apis_groups_and_custom_roles() {
     w.s.stop().await;
 }
 
+/// A verified account for `email` is created and its invitations are accepted.
+async fn sign_up_and_accept(
+    w: &World,
+    email: &str,
+) -> Vec<gatehouse::access::invitations::Outcome> {
+    let st = &w.s.state;
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    let user = accounts::create_user(&ctx, &st.passwords, &w.owner, email, "", None, true)
+        .await
+        .expect("user");
+    w.reload().await;
+    let v = w.view();
+    let ctx = w.ctx(&v);
+    gatehouse::access::invitations::accept(&ctx, &user.id, email)
+        .await
+        .expect("accept")
+}
+
 #[tokio::test]
 async fn invitations_become_bindings_only_while_the_inviter_can_grant() {
     let w = World::new(|_| {}).await;
@@ -476,25 +495,7 @@ async fn invitations_become_bindings_only_while_the_inviter_can_grant() {
     );
 
     // new1 signs up and verifies: the invitation becomes a binding
-    let v = w.view();
-    let ctx = w.ctx(&v);
-    let new1 = accounts::create_user(
-        &ctx,
-        &st.passwords,
-        &w.owner,
-        "new1@acme.test",
-        "",
-        None,
-        true,
-    )
-    .await
-    .expect("user");
-    w.reload().await;
-    let v = w.view();
-    let ctx = w.ctx(&v);
-    let out = gatehouse::access::invitations::accept(&ctx, &new1.id, "new1@acme.test")
-        .await
-        .expect("accept");
+    let out = sign_up_and_accept(&w, "new1@acme.test").await;
     assert_eq!(out.len(), 1);
     assert!(out[0].accepted);
     w.reload().await;
@@ -515,25 +516,7 @@ async fn invitations_become_bindings_only_while_the_inviter_can_grant() {
     )
     .await
     .expect("demote alice");
-    let v = w.view();
-    let ctx = w.ctx(&v);
-    let new2 = accounts::create_user(
-        &ctx,
-        &st.passwords,
-        &w.owner,
-        "new2@acme.test",
-        "",
-        None,
-        true,
-    )
-    .await
-    .expect("user");
-    w.reload().await;
-    let v = w.view();
-    let ctx = w.ctx(&v);
-    let out = gatehouse::access::invitations::accept(&ctx, &new2.id, "new2@acme.test")
-        .await
-        .expect("accept");
+    let out = sign_up_and_accept(&w, "new2@acme.test").await;
     assert_eq!(out.len(), 1);
     assert!(
         !out[0].accepted,
@@ -560,32 +543,13 @@ async fn invitations_become_bindings_only_while_the_inviter_can_grant() {
 #[tokio::test]
 async fn stackpath_members_can_use_the_default_stack() {
     let w = World::new(|c| c.catalog = "stackpath".into()).await;
-    let st = &w.s.state;
     let p = w.get(&w.owner, "orgs/acme").await.expect("read");
     let mut bindings = p.bindings.clone();
     bindings.push(binding("roles/identityViewer", &["user:joiner@acme.test"]));
     w.set(&w.owner, "orgs/acme", &p.etag, &bindings)
         .await
         .expect("invite");
-    let v = w.view();
-    let ctx = w.ctx(&v);
-    let joiner = accounts::create_user(
-        &ctx,
-        &st.passwords,
-        &w.owner,
-        "joiner@acme.test",
-        "",
-        None,
-        true,
-    )
-    .await
-    .expect("user");
-    w.reload().await;
-    let v = w.view();
-    let ctx = w.ctx(&v);
-    let out = gatehouse::access::invitations::accept(&ctx, &joiner.id, "joiner@acme.test")
-        .await
-        .expect("accept");
+    let out = sign_up_and_accept(&w, "joiner@acme.test").await;
     assert!(out[0].accepted);
     w.reload().await;
     let j = w.actor("joiner@acme.test").await;
