@@ -70,16 +70,21 @@ async fn check_scope(ctx: &Ctx<'_>, scope: &str) -> Result<(), AccessError> {
     }
 }
 
-/// Reads the policy of `scope` (`iam.policies.get`).
-pub async fn get(ctx: &Ctx<'_>, actor: &Actor, scope: &str) -> Result<Policy, AccessError> {
-    ctx.require(actor, "iam.policies.get", scope)?;
-    check_scope(ctx, scope).await?;
-    let mut conn = ctx
+/// A pooled connection for reads outside a transaction.
+async fn connection(ctx: &Ctx<'_>) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, AccessError> {
+    Ok(ctx
         .store
         .pool()
         .acquire()
         .await
-        .map_err(crate::store::StoreError::from)?;
+        .map_err(crate::store::StoreError::from)?)
+}
+
+/// Reads the policy of `scope` (`iam.policies.get`).
+pub async fn get(ctx: &Ctx<'_>, actor: &Actor, scope: &str) -> Result<Policy, AccessError> {
+    ctx.require(actor, "iam.policies.get", scope)?;
+    check_scope(ctx, scope).await?;
+    let mut conn = connection(ctx).await?;
     let version = directory::policy_version_in(&mut conn, scope).await?;
     let rows = directory::policy_rows(&mut conn, scope).await?;
     drop(conn);
@@ -87,28 +92,34 @@ pub async fn get(ctx: &Ctx<'_>, actor: &Actor, scope: &str) -> Result<Policy, Ac
     Ok(assemble(version, &rows, &invitations))
 }
 
+type Grouped = BTreeMap<(String, Option<i64>), PolicyBinding>;
+
+/// The entry of a policy for a role and expiry, made on first use.
+fn slot<'g>(
+    grouped: &'g mut Grouped,
+    role: &str,
+    expires_at: Option<i64>,
+) -> &'g mut PolicyBinding {
+    grouped
+        .entry((role.to_owned(), expires_at))
+        .or_insert_with(|| PolicyBinding {
+            role: role.to_owned(),
+            expires_at,
+            ..Default::default()
+        })
+}
+
 fn assemble(version: i64, rows: &[PolicyRow], invitations: &[InvitationRow]) -> Policy {
-    let mut grouped: BTreeMap<(String, Option<i64>), PolicyBinding> = BTreeMap::new();
+    let mut grouped = Grouped::new();
     for r in rows {
-        let e = grouped
-            .entry((r.role.clone(), r.expires_at))
-            .or_insert_with(|| PolicyBinding {
-                role: r.role.clone(),
-                expires_at: r.expires_at,
-                ..Default::default()
-            });
-        e.members
+        slot(&mut grouped, &r.role, r.expires_at)
+            .members
             .push(format!("{}:{}", r.principal.kind.as_str(), r.label));
     }
     for i in invitations {
-        let e = grouped
-            .entry((i.role.clone(), i.expires_at))
-            .or_insert_with(|| PolicyBinding {
-                role: i.role.clone(),
-                expires_at: i.expires_at,
-                ..Default::default()
-            });
-        e.pending_members.push(format!("user:{}", i.email));
+        slot(&mut grouped, &i.role, i.expires_at)
+            .pending_members
+            .push(format!("user:{}", i.email));
     }
     let mut bindings: Vec<PolicyBinding> = grouped.into_values().collect();
     for b in &mut bindings {
@@ -240,14 +251,7 @@ pub async fn set(
     let (entries, pending) = resolve(ctx, scope, bindings).await?;
     let roles = ctx.evaluator.roles();
 
-    let mut conn = ctx
-        .store
-        .pool()
-        .acquire()
-        .await
-        .map_err(crate::store::StoreError::from)?;
-    let current = directory::policy_rows(&mut conn, scope).await?;
-    drop(conn);
+    let current = directory::policy_rows(&mut *connection(ctx).await?, scope).await?;
     let old: HashSet<Entry> = current
         .iter()
         .map(|r| Entry {
