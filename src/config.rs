@@ -287,6 +287,10 @@ settings! {
     id_token_ttl_secs: u64 = 600, "GATEHOUSE_ID_TOKEN_TTL_SECS";
     /// Lifetime of refresh-token families, in seconds.
     refresh_token_ttl_secs: u64 = 2_592_000, "GATEHOUSE_REFRESH_TOKEN_TTL_SECS";
+    /// How long a browser session lasts after login, in seconds.
+    session_ttl_secs: u64 = 28_800, "GATEHOUSE_SESSION_TTL_SECS";
+    /// Seconds during which a rotated refresh token presented again by the same client gets the same answer instead of revoking its family (0 to 5; 0 is off).
+    refresh_reuse_grace_secs: u64 = 0, "GATEHOUSE_REFRESH_REUSE_GRACE_SECS";
     /// Cache lifetime of the JWKS and discovery documents; a rotated key is published this long before it signs.
     jwks_cache_secs: u64 = 300, "GATEHOUSE_JWKS_CACHE_SECS";
     /// How often each node polls the change sequence, in milliseconds (50 to 1000).
@@ -437,10 +441,16 @@ impl Config {
                 "GATEHOUSE_REFRESH_TOKEN_TTL_SECS",
                 self.refresh_token_ttl_secs,
             ),
+            ("GATEHOUSE_SESSION_TTL_SECS", self.session_ttl_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name}: must be at least 1")));
             }
+        }
+        if self.refresh_reuse_grace_secs > 5 {
+            return Err(ConfigError(
+                "GATEHOUSE_REFRESH_REUSE_GRACE_SECS: must be between 0 and 5".into(),
+            ));
         }
         if self.database_max_connections == 0 {
             return Err(ConfigError(

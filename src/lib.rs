@@ -10,7 +10,11 @@
 //!   and shuts down gracefully.
 //! - [`http`]: the router ([`http::app`]), request ids, metrics and access logs,
 //!   health and readiness probes.
-//! - [`oidc`]: discovery and the JWKS document.
+//! - [`ui`]: the browser pages (login, consent, the authorization endpoint) rendered
+//!   from `templates/`, sessions and CSRF tokens.
+//! - [`oidc`]: discovery, the JWKS, ID tokens, userinfo and logout.
+//! - [`oauth2`]: the protocol engine: the token endpoint and its grants, client
+//!   authentication, introspection and revocation, PKCE and redirect checks.
 //! - [`access`]: IAM operations (policies, group members, principal lifecycle):
 //!   permission, granting rule and last-owner rule checked against the evaluator, then
 //!   one audited transaction.
@@ -41,6 +45,7 @@ pub mod oidc;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod ui;
 
 /// Seconds since the Unix epoch, the unit every stored timestamp uses.
 pub fn now_unix() -> i64 {

@@ -97,6 +97,17 @@ pub async fn change(
     if change != Change::Enable {
         super::keep_owners_in(&mut tx, &owner_role, &owned).await?;
     }
+    // What the user holds stops working with the same commit: refresh tokens now,
+    // browser sessions at their next use (they are checked against the account).
+    if principal.kind == PrincipalKind::User && change != Change::Enable {
+        let reason = if change == Change::Delete {
+            "user_deleted"
+        } else {
+            "user_disabled"
+        };
+        store::oidc::revoke_user_families(&mut tx, &principal.id, reason, crate::now_unix())
+            .await?;
+    }
     let action = format!(
         "{table}.{}",
         match change {

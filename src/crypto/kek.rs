@@ -20,6 +20,7 @@ use crate::config::Config;
 pub struct Kek {
     aead: LessSafeKey,
     secret_key: hmac::Key,
+    csrf_key: hmac::Key,
 }
 
 impl fmt::Debug for Kek {
@@ -46,13 +47,17 @@ impl Kek {
         // Both constructions accept any 32-byte key.
         let unbound = UnboundKey::new(&AES_256_GCM, raw).expect("32-byte AES key");
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"gatehouse").extract(raw);
-        let mut derived = [0u8; 32];
-        prk.expand(&[b"client-secret-hash"], HkdfLen(32))
-            .and_then(|okm| okm.fill(&mut derived))
-            .expect("HKDF output of 32 bytes");
+        let derive = |info: &[u8]| {
+            let mut derived = [0u8; 32];
+            prk.expand(&[info], HkdfLen(32))
+                .and_then(|okm| okm.fill(&mut derived))
+                .expect("HKDF output of 32 bytes");
+            hmac::Key::new(hmac::HMAC_SHA256, &derived)
+        };
         Kek {
             aead: LessSafeKey::new(unbound),
-            secret_key: hmac::Key::new(hmac::HMAC_SHA256, &derived),
+            secret_key: derive(b"client-secret-hash"),
+            csrf_key: derive(b"csrf-token"),
         }
     }
 
@@ -103,6 +108,11 @@ impl Kek {
     /// The key of the fast keyed hash of client secrets.
     pub fn secret_key(&self) -> &hmac::Key {
         &self.secret_key
+    }
+
+    /// The key that binds CSRF tokens to a browser.
+    pub fn csrf_key(&self) -> &hmac::Key {
+        &self.csrf_key
     }
 }
 

@@ -58,6 +58,11 @@ pub async fn owed<S: EphemeralStore>(
     Ok(delay(by_subject.max(by_addr)))
 }
 
+/// The failures counted for a subject in the current window.
+pub async fn failures<S: EphemeralStore>(store: &S, subject: &str) -> Result<u64> {
+    count(store, &key("subject", subject)).await
+}
+
 /// Records a failure; returns the failures now counted for the subject (0 when not
 /// counted per subject) and the address.
 pub async fn failed<S: EphemeralStore>(

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::crypto::jwt::{self, JwtError};
-use crate::crypto::keyring::KeyRing;
+use crate::crypto::keyring::{KeyRing, RingKey};
 
 /// The claims of an access token.
 #[derive(Clone, Debug, Serialize)]
@@ -43,18 +43,24 @@ pub fn new_jti() -> String {
     crate::crypto::b64(&crate::crypto::random_bytes::<16>())
 }
 
-/// Signs the claims with the ring's current key. A token never outlives the key's
+/// Signs the claims with the ring's current key (see [`capped_signer`]).
+pub fn sign(ring: &KeyRing, now: i64, claims: &mut Claims<'_>) -> Result<String, JwtError> {
+    let key = capped_signer(ring, now, &mut claims.exp)?;
+    jwt::sign_with(key, "at+jwt", claims)
+}
+
+/// The ring's current key, with `exp` cut so that a token never outlives the key's
 /// publication: when the signer is a key already retiring (its successor was
 /// revoked), `exp` is cut to a minute before the key leaves the JWKS.
-pub fn sign(ring: &KeyRing, now: i64, claims: &mut Claims<'_>) -> Result<String, JwtError> {
+pub fn capped_signer<'r>(ring: &'r KeyRing, now: i64, exp: &mut i64) -> Result<&'r RingKey, JwtError> {
     let key = ring.signer(now).ok_or(JwtError::NoSigningKey)?;
     if let Some(unpublished) = key.expires_at {
-        claims.exp = claims.exp.min(unpublished - 60);
-        if claims.exp <= now {
+        *exp = (*exp).min(unpublished - 60);
+        if *exp <= now {
             return Err(JwtError::NoSigningKey);
         }
     }
-    jwt::sign_with(key, "at+jwt", claims)
+    Ok(key)
 }
 
 #[cfg(test)]

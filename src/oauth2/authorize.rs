@@ -12,7 +12,7 @@ use super::{pkce, redirect};
 use crate::store::iam::ClientRow;
 
 /// What the user must be asked, from `prompt`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Prompt {
     /// `none`: no page may be shown; fail with `login_required` or `consent_required`.
     pub none: bool,
@@ -23,7 +23,7 @@ pub struct Prompt {
 }
 
 /// A checked authorization request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuthorizeRequest {
     /// The client.
     pub client_id: String,

@@ -14,6 +14,8 @@ use crate::server::AppState;
 use crate::server::events::AuthEvent;
 use crate::server::state::View;
 use crate::store::directory::ServiceAccountCredentials;
+use crate::store::iam::ClientRow;
+use std::sync::Arc;
 
 /// The credentials a client presented. `Debug` never prints the secret.
 #[derive(PartialEq, Eq)]
@@ -163,6 +165,57 @@ pub async fn authenticate<'v>(
     )
 }
 
+/// Authenticates a browser-login client (an application): a confidential client by
+/// its secret (`client_secret_basic` or `client_secret_post`), a public client by its
+/// `client_id` alone (it proves itself with PKCE). From memory; failures are audited
+/// and throttled like a service account's.
+pub async fn authenticate_app(
+    state: &AppState,
+    view: &View,
+    headers: &HeaderMap,
+    form: &Form,
+    addr: &str,
+) -> Result<Arc<ClientRow>, OAuthError> {
+    if let Ok(wait) = crate::identity::throttle::owed(&state.ephemeral, None, addr).await
+        && !wait.is_zero()
+    {
+        tokio::time::sleep(wait).await;
+    }
+    if form.get("client_assertion").is_some() {
+        return Err(OAuthError::invalid_client(false));
+    }
+    match presented(headers, form)? {
+        Some(p) => {
+            let client = view.clients.get(&p.client_id);
+            let hash = client.and_then(|c| c.secret_hash.as_deref());
+            let ok = secret::verify(
+                state.kek.secret_key(),
+                &p.secret,
+                hash.unwrap_or(DUMMY_HASH),
+            ) && hash.is_some();
+            match client.filter(|_| ok) {
+                Some(c) => Ok(c.clone()),
+                None => {
+                    refused(state, &p.client_id, addr).await;
+                    Err(OAuthError::invalid_client(p.basic))
+                }
+            }
+        }
+        None => {
+            let id = form
+                .get("client_id")
+                .ok_or_else(|| OAuthError::invalid_client(false))?;
+            match view.clients.get(id).filter(|c| c.public_client) {
+                Some(c) => Ok(c.clone()),
+                None => {
+                    refused(state, id, addr).await;
+                    Err(OAuthError::invalid_client(false))
+                }
+            }
+        }
+    }
+}
+
 /// A stored-hash stand-in verified when the client is unknown, so that answering
 /// costs the same.
 const DUMMY_HASH: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
@@ -175,7 +228,7 @@ async fn refused(state: &AppState, claimed: &str, addr: &str) {
     let _ = crate::identity::throttle::failed(&state.ephemeral, None, addr).await;
     let claimed: String = claimed.chars().take(128).collect();
     state.events.record_lossy(AuthEvent::new(
-        format!("serviceAccount:{claimed}"),
+        format!("client:{claimed}"),
         "token.refused",
         "*",
         json!({ "reason": "invalid_client", "address": addr, "client_verified": false }),

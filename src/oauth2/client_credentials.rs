@@ -122,9 +122,11 @@ pub async fn grant(
         .await;
     Ok(TokenResponse {
         access_token: token,
-        token_type: "Bearer",
+        token_type: "Bearer".into(),
         expires_in: claims.exp - now,
         scope,
+        refresh_token: None,
+        id_token: None,
     })
 }
 

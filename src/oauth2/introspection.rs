@@ -44,7 +44,7 @@ pub async fn is_revoked(state: &AppState, jti: &str) -> Result<bool, OAuthError>
 }
 
 /// The claims of a token this node signed, still valid now, or `None`.
-fn verified(state: &AppState, token: &str) -> Option<Value> {
+pub fn verified(state: &AppState, token: &str) -> Option<Value> {
     let header = jsonwebtoken::decode_header(token).ok()?;
     if header.typ.as_deref() != Some("at+jwt") {
         return None;
@@ -85,12 +85,61 @@ async fn authenticated(
         .as_ref()
         .as_ref()
         .ok_or_else(|| OAuthError::temporarily_unavailable("the server is starting"))?;
-    let sa =
-        client_auth::authenticate(state, view, headers, &form, addr, crate::now_unix()).await?;
+    let claimed = client_auth::presented(headers, &form)?
+        .map(|p| p.client_id)
+        .or_else(|| form.get("client_id").map(str::to_owned));
+    let caller = match claimed {
+        Some(id) if view.clients.contains_key(&id) => {
+            client_auth::authenticate_app(state, view, headers, &form, addr)
+                .await?
+                .client_id
+                .clone()
+        }
+        _ => client_auth::authenticate(state, view, headers, &form, addr, crate::now_unix())
+            .await?
+            .client_id
+            .clone(),
+    };
     if form.get("token").is_none() {
         return Err(OAuthError::invalid_request("token is required"));
     }
-    Ok((form, sa.client_id.clone()))
+    Ok((form, caller))
+}
+
+/// Records an access token's `jti` as revoked on every node until `left` seconds
+/// (its remaining lifetime) have passed.
+pub async fn revoke_jti(state: &AppState, jti: &str, left: i64) -> Result<(), OAuthError> {
+    if jti.is_empty() || left <= 0 {
+        return Ok(());
+    }
+    state
+        .ephemeral
+        .put(
+            &revoked_key(jti),
+            b"1",
+            Duration::from_secs(u64::try_from(left).unwrap_or(1) + 60),
+        )
+        .await
+        .map_err(|_| OAuthError::temporarily_unavailable("short-lived state is unavailable"))
+}
+
+/// The live family of a refresh token issued to `caller`.
+async fn own_family(
+    state: &AppState,
+    token: &str,
+    caller: &str,
+) -> Result<Option<crate::store::oidc::FamilyRow>, OAuthError> {
+    if !token.starts_with("ghr_") {
+        return Ok(None);
+    }
+    let family = state
+        .store
+        .family_of(&super::issue::refresh_hash(token))
+        .await
+        .map_err(|_| OAuthError::temporarily_unavailable("the store is unavailable"))?;
+    let now = crate::now_unix();
+    Ok(family
+        .filter(|f| f.client_id == caller && f.revoked_at.is_none() && f.expires_at > now))
 }
 
 /// `POST /oauth2/introspect`.
@@ -104,6 +153,17 @@ pub async fn introspect(
     let run = async {
         let (form, caller) = authenticated(&state, &headers, &body, &addr).await?;
         let token = form.get("token").unwrap_or_default();
+        if let Some(f) = own_family(&state, token, &caller).await? {
+            return Ok(json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "client_id": f.client_id,
+                "sub": f.user_id,
+                "scope": f.scope,
+                "exp": f.expires_at,
+                "iss": state.issuer,
+            }));
+        }
         let Some(claims) = verified(&state, token).filter(|c| concerns(c, &caller)) else {
             return Ok(json!({ "active": false }));
         };
@@ -145,26 +205,32 @@ pub async fn revoke(
     let run = async {
         let (form, caller) = authenticated(&state, &headers, &body, &addr).await?;
         let token = form.get("token").unwrap_or_default();
-        if let Some(claims) = verified(&state, token).filter(|c| c["client_id"] == caller.as_str())
+        if let Some(f) = own_family(&state, token, &caller).await? {
+            state
+                .store
+                .revoke_family(&f.id, "revoked", crate::now_unix())
+                .await
+                .map_err(|_| OAuthError::temporarily_unavailable("the store is unavailable"))?;
+            state
+                .events
+                .record(crate::server::events::AuthEvent::new(
+                    format!("client:{caller}"),
+                    "token.revoke",
+                    "*",
+                    json!({ "family": f.id }),
+                ))
+                .await;
+        } else if let Some(claims) =
+            verified(&state, token).filter(|c| c["client_id"] == caller.as_str())
         {
             let jti = claims["jti"].as_str().unwrap_or("");
             let left = claims["exp"].as_i64().unwrap_or(0) - crate::now_unix();
             if !jti.is_empty() && left > 0 {
-                state
-                    .ephemeral
-                    .put(
-                        &revoked_key(jti),
-                        b"1",
-                        Duration::from_secs(u64::try_from(left).unwrap_or(1) + 60),
-                    )
-                    .await
-                    .map_err(|_| {
-                        OAuthError::temporarily_unavailable("short-lived state is unavailable")
-                    })?;
+                revoke_jti(&state, jti, left).await?;
                 state
                     .events
                     .record(crate::server::events::AuthEvent::new(
-                        format!("serviceAccount:{caller}"),
+                        format!("client:{caller}"),
                         "token.revoke",
                         "*",
                         json!({ "jti": jti }),

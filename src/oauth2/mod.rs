@@ -6,10 +6,13 @@ pub mod access_token;
 pub mod authorize;
 pub mod client_auth;
 pub mod client_credentials;
+pub mod code;
 pub mod error;
 pub mod introspection;
+pub mod issue;
 pub mod pkce;
 pub mod redirect;
+pub mod refresh;
 pub mod rfc7523;
 pub mod token;
 

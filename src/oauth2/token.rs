@@ -64,17 +64,23 @@ impl Form {
 }
 
 /// A successful token response (RFC 6749 section 5.1).
-#[derive(Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TokenResponse {
     /// The access token.
     pub access_token: String,
     /// Always `Bearer`.
-    pub token_type: &'static str,
+    pub token_type: String,
     /// Seconds until it expires.
     pub expires_in: i64,
     /// The granted scope.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// The refresh token (user grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The ID token (with scope `openid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 fn no_store(mut r: Response) -> Response {
@@ -135,6 +141,8 @@ async fn handle(
         Some("client_credentials") => {
             super::client_credentials::grant(state, headers, &form, addr).await
         }
+        Some("authorization_code") => super::code::grant(state, headers, &form, addr).await,
+        Some("refresh_token") => super::refresh::grant(state, headers, &form, addr).await,
         Some(other) => Err(OAuthError::unsupported_grant_type(format!(
             "grant_type {other:?} is not supported here"
         ))),

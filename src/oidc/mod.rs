@@ -2,6 +2,10 @@
 //! (RFC 7517), served from bytes prepared when the keys change, with entity tags and
 //! cache lifetimes so relying parties and resource servers cache them.
 
+pub mod id_token;
+pub mod logout;
+pub mod userinfo;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -39,7 +43,11 @@ pub fn discovery(issuer: &str, config: &Config) -> Value {
             "client_secret_basic", "client_secret_post", "private_key_jwt", "none"
         ],
         "code_challenge_methods_supported": ["S256"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "email", "email_verified", "name", "roles"],
+        "authorization_response_iss_parameter_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "claims_supported": ["sub", "iss", "aud", "azp", "exp", "iat", "auth_time", "nonce", "sid", "amr", "at_hash", "email", "email_verified", "name", "roles"],
     })
 }
 

@@ -99,6 +99,7 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
         view: ArcSwap::from_pointee(None),
         applied_seq: AtomicI64::new(0),
         passwords: Passwords::new(),
+        pages: crate::ui::Pages::new(&config.instance_name),
         metrics: Metrics::new(),
         events: events::Events::start(store.clone()),
         issuer,

@@ -18,6 +18,7 @@ use crate::ephemeral::{Ephemeral, EphemeralStore};
 use crate::iam::{Catalog, Evaluator};
 use crate::store::Store;
 use crate::store::directory::ServiceAccountCredentials;
+use crate::store::iam::ClientRow;
 use crate::telemetry::Metrics;
 
 /// A JSON document served as is, with its validator.
@@ -47,6 +48,8 @@ pub struct View {
     /// Service-account credentials by client id, so client credentials read no
     /// database.
     pub service_accounts: HashMap<String, ServiceAccountCredentials>,
+    /// OAuth clients for browser login, by client id.
+    pub clients: HashMap<String, Arc<ClientRow>>,
     /// Identifiers of the registered APIs (valid `resource` values besides the admin
     /// API).
     pub apis: HashSet<String>,
@@ -91,6 +94,8 @@ pub struct Shared {
     pub discovery: Document,
     /// The published role catalog (predefined roles).
     pub role_catalog: ArcSwap<Document>,
+    /// The browser pages.
+    pub pages: crate::ui::Pages,
     /// IAM data in memory; `None` until first loaded.
     pub view: ArcSwap<Option<View>>,
     /// Highest change sequence applied.

@@ -58,6 +58,14 @@ pub async fn reload(state: &AppState) -> Result<(), String> {
         .into_iter()
         .map(|c| (c.client_id.clone(), c))
         .collect();
+    let clients = state
+        .store
+        .clients()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|c| (c.client_id.clone(), Arc::new(c)))
+        .collect();
     let apis = state
         .store
         .api_identifiers()
@@ -69,6 +77,7 @@ pub async fn reload(state: &AppState) -> Result<(), String> {
         seq,
         evaluator,
         service_accounts,
+        clients,
         apis,
     })));
     state.applied_seq.fetch_max(seq, Ordering::AcqRel);

@@ -277,6 +277,23 @@ type ClientTuple = (
     Option<String>,
 );
 
+const CLIENT_SELECT: &str = "SELECT client_id, parent, display_name, redirect_uris, public_client, \
+     first_party, default_api, secret_hash FROM clients";
+
+fn client_from(r: ClientTuple) -> Result<ClientRow> {
+    Ok(ClientRow {
+        client_id: r.0,
+        parent: r.1,
+        display_name: r.2,
+        redirect_uris: serde_json::from_str(&r.3)
+            .map_err(|e| StoreError::Corrupt(format!("client redirect_uris: {e}")))?,
+        public_client: flag(r.4),
+        first_party: flag(r.5),
+        default_api: r.6,
+        secret_hash: r.7,
+    })
+}
+
 impl Store {
     /// Looks a resource up by name, deleted ones included.
     pub async fn resource(&self, name: &str) -> Result<Option<ResourceRow>> {
@@ -292,11 +309,20 @@ impl Store {
 
     /// Looks a user up by normalized email.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>> {
-        let row: Option<UserTuple> = sqlx::query_as(
+        self.user_where("email", email).await
+    }
+
+    /// Looks a user up by id (the `sub` of its tokens).
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>> {
+        self.user_where("id", id).await
+    }
+
+    async fn user_where(&self, column: &'static str, value: &str) -> Result<Option<UserRow>> {
+        let row: Option<UserTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT id, email, display_name, password_hash, email_verified, disabled \
-             FROM users WHERE email = $1",
-        )
-        .bind(email)
+             FROM users WHERE {column} = $1"
+        )))
+        .bind(value)
         .fetch_optional(self.pool())
         .await?;
         Ok(row.map(|r| UserRow {
@@ -339,27 +365,21 @@ impl Store {
 
     /// Looks an OAuth client up.
     pub async fn client(&self, client_id: &str) -> Result<Option<ClientRow>> {
-        let row: Option<ClientTuple> = sqlx::query_as(
-            "SELECT client_id, parent, display_name, redirect_uris, public_client, first_party, default_api, secret_hash \
-             FROM clients WHERE client_id = $1",
-        )
+        let row: Option<ClientTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{CLIENT_SELECT} WHERE client_id = $1"
+        )))
         .bind(client_id)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|r| {
-            Ok(ClientRow {
-                client_id: r.0,
-                parent: r.1,
-                display_name: r.2,
-                redirect_uris: serde_json::from_str(&r.3)
-                    .map_err(|e| StoreError::Corrupt(format!("client redirect_uris: {e}")))?,
-                public_client: flag(r.4),
-                first_party: flag(r.5),
-                default_api: r.6,
-                secret_hash: r.7,
-            })
-        })
-        .transpose()
+        row.map(client_from).transpose()
+    }
+
+    /// Every OAuth client, for the node's in-memory view.
+    pub async fn clients(&self) -> Result<Vec<ClientRow>> {
+        let rows: Vec<ClientTuple> = sqlx::query_as(CLIENT_SELECT)
+            .fetch_all(self.pool())
+            .await?;
+        rows.into_iter().map(client_from).collect()
     }
 
     /// Every role binding, for loading the evaluator.

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod directory;
 pub mod iam;
 pub mod keys;
+pub mod oidc;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -32,6 +33,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0001_foundation.sql"),
     ),
     (2, "iam", include_str!("migrations/0002_iam.sql")),
+    (3, "oidc", include_str!("migrations/0003_oidc.sql")),
 ];
 
 /// Makes the audit log append-only on SQLite.

@@ -1,0 +1,196 @@
+//! The authorization-code grant (RFC 6749 section 4.1.3, RFC 7636).
+//!
+//! A code is 256 random bits, stored in short-lived state under its hash for less
+//! than a minute and taken atomically, so of concurrent redemptions exactly one wins.
+//! A redeemed code leaves a marker: presenting it again fails and revokes the
+//! refresh-token family and the access token the first redemption issued (RFC 6749
+//! section 4.1.2).
+
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::token::{Form, TokenResponse};
+use super::{OAuthError, client_auth, issue, pkce};
+use crate::ephemeral::{EphemeralError, EphemeralStore};
+use crate::server::AppState;
+use crate::server::events::AuthEvent;
+
+/// How long a code is valid.
+pub const CODE_TTL: Duration = Duration::from_secs(50);
+
+/// What a code stands for.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CodeGrant {
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The redirect URI of the authorization request.
+    pub redirect_uri: String,
+    /// The user who authorized it.
+    pub user_id: String,
+    /// The granted scopes.
+    pub scopes: Vec<String>,
+    /// The client's nonce, for the ID token.
+    pub nonce: Option<String>,
+    /// The PKCE challenge (S256).
+    pub code_challenge: Option<String>,
+    /// When the user authenticated.
+    pub auth_time: i64,
+    /// The API asked for.
+    pub resource: Option<String>,
+    /// The browser session (hash), the `sid` of the ID token.
+    pub sid: String,
+}
+
+/// What a redeemed code issued, kept to undo it if the code comes back.
+#[derive(Debug, Serialize, Deserialize)]
+struct Redeemed {
+    family: Option<String>,
+    jti: String,
+    exp: i64,
+}
+
+fn digest(code: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, code.as_bytes());
+    crate::crypto::b64(d.as_ref())
+}
+
+/// Stores a grant and returns its code.
+pub async fn issue(state: &AppState, grant: &CodeGrant) -> Result<String, EphemeralError> {
+    let code = crate::crypto::b64(&crate::crypto::random_bytes::<32>());
+    let body = serde_json::to_vec(grant).unwrap_or_default();
+    state
+        .ephemeral
+        .put(&format!("code:{}", digest(&code)), &body, CODE_TTL)
+        .await?;
+    Ok(code)
+}
+
+fn unavailable(_: EphemeralError) -> OAuthError {
+    OAuthError::temporarily_unavailable("short-lived state is unavailable")
+}
+
+/// `grant_type=authorization_code`.
+pub async fn grant(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &Form,
+    addr: &str,
+) -> Result<TokenResponse, OAuthError> {
+    let view = state.view.load();
+    let view = view
+        .as_ref()
+        .as_ref()
+        .ok_or_else(|| OAuthError::temporarily_unavailable("the server is starting"))?;
+    let client = client_auth::authenticate_app(state, view, headers, form, addr).await?;
+    let code = form
+        .get("code")
+        .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+    let hash = digest(code);
+    let Some(raw) = state
+        .ephemeral
+        .take(&format!("code:{hash}"))
+        .await
+        .map_err(unavailable)?
+    else {
+        reused(state, &hash, &client.client_id).await?;
+        return Err(OAuthError::invalid_grant(
+            "the code is invalid, expired or already used",
+        ));
+    };
+    let grant: CodeGrant = serde_json::from_slice(&raw)
+        .map_err(|_| OAuthError::invalid_grant("the code is invalid"))?;
+    if grant.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant(
+            "the code was issued to another client",
+        ));
+    }
+    if form.get("redirect_uri") != Some(grant.redirect_uri.as_str()) {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri differs from the authorization request",
+        ));
+    }
+    match (&grant.code_challenge, form.get("code_verifier")) {
+        (Some(challenge), Some(verifier)) => {
+            if !pkce::verify(verifier, challenge) {
+                return Err(OAuthError::invalid_grant("the code_verifier does not match"));
+            }
+        }
+        (Some(_), None) => {
+            return Err(OAuthError::invalid_grant("code_verifier is required"));
+        }
+        (None, Some(_)) => {
+            return Err(OAuthError::invalid_grant(
+                "code_verifier given, but the authorization request had no code_challenge",
+            ));
+        }
+        (None, None) => {}
+    }
+    let issued = issue::for_user(
+        state,
+        view,
+        &client,
+        issue::UserGrant {
+            user_id: &grant.user_id,
+            scopes: &grant.scopes,
+            resource: grant.resource.as_deref(),
+            nonce: grant.nonce.as_deref(),
+            auth_time: grant.auth_time,
+            sid: &grant.sid,
+        },
+        None,
+    )
+    .await?;
+    let marker = Redeemed {
+        family: issued.family.clone(),
+        jti: issued.jti.clone(),
+        exp: issued.access_exp,
+    };
+    let keep = Duration::from_secs(state.config.access_token_ttl_secs + 60);
+    state
+        .ephemeral
+        .put(
+            &format!("code-used:{hash}"),
+            &serde_json::to_vec(&marker).unwrap_or_default(),
+            keep,
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(issued.response)
+}
+
+/// A code presented again: revoke what its first redemption issued.
+async fn reused(state: &AppState, hash: &str, client_id: &str) -> Result<(), OAuthError> {
+    let Some(raw) = state
+        .ephemeral
+        .take(&format!("code-used:{hash}"))
+        .await
+        .map_err(unavailable)?
+    else {
+        return Ok(());
+    };
+    let Ok(marker) = serde_json::from_slice::<Redeemed>(&raw) else {
+        return Ok(());
+    };
+    let now = crate::now_unix();
+    if let Some(family) = &marker.family {
+        state
+            .store
+            .revoke_family(family, "code_reuse", now)
+            .await
+            .map_err(|_| OAuthError::temporarily_unavailable("the store is unavailable"))?;
+    }
+    super::introspection::revoke_jti(state, &marker.jti, marker.exp - now).await?;
+    state
+        .events
+        .record(AuthEvent::new(
+            format!("client:{client_id}"),
+            "token.code_reuse",
+            "*",
+            json!({ "revoked_family": marker.family, "revoked_jti": marker.jti }),
+        ))
+        .await;
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! The refresh-token grant (RFC 6749 section 6), with rotation: every use returns a
+//! new refresh token and retires the one presented. Presenting a retired token again
+//! is taken as theft and revokes the whole family (RFC 9700 section 4.14.2), unless
+//! the optional grace window is on and the same client comes back within it, when
+//! it gets the identical response (two tabs refreshing at once).
+
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use serde_json::json;
+
+use super::token::{Form, TokenResponse};
+use super::{OAuthError, client_auth, issue};
+use crate::ephemeral::EphemeralStore;
+use crate::server::AppState;
+use crate::server::events::AuthEvent;
+use crate::store::oidc::{FamilyRow, Redeemed};
+
+fn store_down<E>(_: E) -> OAuthError {
+    OAuthError::temporarily_unavailable("the store is unavailable")
+}
+
+fn grace_key(hash: &str) -> String {
+    format!("refresh-grace:{hash}")
+}
+
+/// `grant_type=refresh_token`.
+pub async fn grant(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &Form,
+    addr: &str,
+) -> Result<TokenResponse, OAuthError> {
+    let view = state.view.load();
+    let view = view
+        .as_ref()
+        .as_ref()
+        .ok_or_else(|| OAuthError::temporarily_unavailable("the server is starting"))?;
+    let client = client_auth::authenticate_app(state, view, headers, form, addr).await?;
+    let presented = form
+        .get("refresh_token")
+        .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    let old_hash = issue::refresh_hash(presented);
+    let new_token = issue::new_refresh_token();
+    let now = crate::now_unix();
+    let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+    let family = match state
+        .store
+        .rotate_refresh(
+            &old_hash,
+            &issue::refresh_hash(&new_token),
+            &client.client_id,
+            now,
+        )
+        .await
+        .map_err(store_down)?
+    {
+        Redeemed::Rotated(f) => f,
+        Redeemed::Unknown | Redeemed::Dead(_) => return Err(invalid()),
+        Redeemed::Reused(f) => {
+            if state.config.refresh_reuse_grace_secs > 0
+                && let Some(raw) = state
+                    .ephemeral
+                    .get(&grace_key(&old_hash))
+                    .await
+                    .map_err(store_down)?
+                && let Ok(response) = serde_json::from_slice::<TokenResponse>(&raw)
+            {
+                return Ok(response);
+            }
+            revoke_for_reuse(state, &f, now).await?;
+            return Err(invalid());
+        }
+    };
+    let granted: Vec<String> = family.scope.split(' ').map(str::to_owned).collect();
+    let scopes = match form.get("scope") {
+        None => granted,
+        Some(asked) => {
+            let asked: Vec<String> = asked
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if let Some(extra) = asked.iter().find(|s| !granted.contains(s)) {
+                return Err(OAuthError::invalid_scope(format!(
+                    "{extra} was not granted to this refresh token"
+                )));
+            }
+            asked
+        }
+    };
+    let resource = match form.all("resource").as_slice() {
+        [] => family.resource.clone(),
+        [one] if family.resource.as_deref() == Some(*one) => Some((*one).to_owned()),
+        _ => {
+            return Err(OAuthError::invalid_target(
+                "a refresh token is good only for the API it was granted for",
+            ));
+        }
+    };
+    if issue::active_user(state, &family.user_id).await?.is_none() {
+        state
+            .store
+            .revoke_family(&family.id, "account_inactive", now)
+            .await
+            .map_err(store_down)?;
+        return Err(invalid());
+    }
+    let issued = issue::for_user(
+        state,
+        view,
+        &client,
+        issue::UserGrant {
+            user_id: &family.user_id,
+            scopes: &scopes,
+            resource: resource.as_deref(),
+            nonce: None,
+            auth_time: family.auth_time,
+            sid: family.session.as_deref().unwrap_or(""),
+        },
+        Some(new_token),
+    )
+    .await?;
+    let grace = state.config.refresh_reuse_grace_secs;
+    if grace > 0 {
+        let body = serde_json::to_vec(&issued.response).unwrap_or_default();
+        state
+            .ephemeral
+            .put(&grace_key(&old_hash), &body, Duration::from_secs(grace))
+            .await
+            .map_err(store_down)?;
+    }
+    Ok(issued.response)
+}
+
+/// A retired token came back: revoke its family and say so in the audit log.
+async fn revoke_for_reuse(state: &AppState, family: &FamilyRow, now: i64) -> Result<(), OAuthError> {
+    state
+        .store
+        .revoke_family(&family.id, "reuse", now)
+        .await
+        .map_err(store_down)?;
+    state
+        .events
+        .record(AuthEvent::new(
+            format!("user:{}", family.user_id),
+            "token.refresh_reuse",
+            "*",
+            json!({ "client_id": family.client_id, "family": family.id, "revoked": true }),
+        ))
+        .await;
+    Ok(())
+}
