@@ -3,48 +3,15 @@
 //! machine in the same run, and verification through jsonwebtoken. Medians of five
 //! one-second rounds on one thread.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
+
+use common::{openssl, rate};
 
 use gatehouse::config::SigningAlg;
 use gatehouse::crypto::jwt;
 use gatehouse::crypto::kek::Kek;
 use gatehouse::crypto::keyring::{KeyRing, new_row};
 use serde_json::json;
-
-fn rate(mut op: impl FnMut()) -> f64 {
-    let mut rounds = Vec::new();
-    for _ in 0..5 {
-        let start = Instant::now();
-        let mut n = 0u64;
-        while start.elapsed() < Duration::from_secs(1) {
-            for _ in 0..16 {
-                op();
-            }
-            n += 16;
-        }
-        rounds.push(n as f64 / start.elapsed().as_secs_f64());
-    }
-    rounds.sort_by(|a, b| a.total_cmp(b));
-    rounds[2]
-}
-
-/// `openssl speed`'s sign/s (the given column of its last line), if openssl is installed.
-fn openssl(args: &[&str], column: usize) -> Option<f64> {
-    let out = Command::new("openssl")
-        .arg("speed")
-        .args(["-seconds", "3"])
-        .args(args)
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .last()?
-        .split_whitespace()
-        .nth(column)?
-        .parse()
-        .ok()
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {

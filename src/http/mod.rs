@@ -37,13 +37,25 @@ pub fn app(state: AppState) -> Router {
             oauth2::introspection::REVOKE_PATH,
             post(oauth2::introspection::revoke),
         )
-        .route(ui::authorize::PATH, get(ui::authorize::authorize).post(ui::authorize::authorize))
+        .route(
+            ui::authorize::PATH,
+            get(ui::authorize::authorize).post(ui::authorize::authorize),
+        )
         .route(ui::authorize::RESUME_PATH, get(ui::authorize::resume))
         .route(ui::authorize::CONSENT_PATH, post(ui::authorize::consent))
-        .route(ui::login::PATH, get(ui::login::page).post(ui::login::submit))
+        .route(
+            ui::login::PATH,
+            get(ui::login::page).post(ui::login::submit),
+        )
         .route(ui::CSS_PATH, get(ui::stylesheet))
-        .route(oidc::userinfo::PATH, get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo))
-        .route(oidc::logout::PATH, get(oidc::logout::logout).post(oidc::logout::logout))
+        .route(
+            oidc::userinfo::PATH,
+            get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo),
+        )
+        .route(
+            oidc::logout::PATH,
+            get(oidc::logout::logout).post(oidc::logout::logout),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

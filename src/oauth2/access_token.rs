@@ -52,7 +52,11 @@ pub fn sign(ring: &KeyRing, now: i64, claims: &mut Claims<'_>) -> Result<String,
 /// The ring's current key, with `exp` cut so that a token never outlives the key's
 /// publication: when the signer is a key already retiring (its successor was
 /// revoked), `exp` is cut to a minute before the key leaves the JWKS.
-pub fn capped_signer<'r>(ring: &'r KeyRing, now: i64, exp: &mut i64) -> Result<&'r RingKey, JwtError> {
+pub fn capped_signer<'r>(
+    ring: &'r KeyRing,
+    now: i64,
+    exp: &mut i64,
+) -> Result<&'r RingKey, JwtError> {
     let key = ring.signer(now).ok_or(JwtError::NoSigningKey)?;
     if let Some(unpublished) = key.expires_at {
         *exp = (*exp).min(unpublished - 60);

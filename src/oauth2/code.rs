@@ -115,7 +115,9 @@ pub async fn grant(
     match (&grant.code_challenge, form.get("code_verifier")) {
         (Some(challenge), Some(verifier)) => {
             if !pkce::verify(verifier, challenge) {
-                return Err(OAuthError::invalid_grant("the code_verifier does not match"));
+                return Err(OAuthError::invalid_grant(
+                    "the code_verifier does not match",
+                ));
             }
         }
         (Some(_), None) => {

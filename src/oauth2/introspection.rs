@@ -138,8 +138,7 @@ async fn own_family(
         .await
         .map_err(|_| OAuthError::temporarily_unavailable("the store is unavailable"))?;
     let now = crate::now_unix();
-    Ok(family
-        .filter(|f| f.client_id == caller && f.revoked_at.is_none() && f.expires_at > now))
+    Ok(family.filter(|f| f.client_id == caller && f.revoked_at.is_none() && f.expires_at > now))
 }
 
 /// `POST /oauth2/introspect`.

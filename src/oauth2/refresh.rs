@@ -134,7 +134,11 @@ pub async fn grant(
 }
 
 /// A retired token came back: revoke its family and say so in the audit log.
-async fn revoke_for_reuse(state: &AppState, family: &FamilyRow, now: i64) -> Result<(), OAuthError> {
+async fn revoke_for_reuse(
+    state: &AppState,
+    family: &FamilyRow,
+    now: i64,
+) -> Result<(), OAuthError> {
     state
         .store
         .revoke_family(&family.id, "reuse", now)

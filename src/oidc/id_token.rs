@@ -75,8 +75,11 @@ mod tests {
     fn at_hash_is_the_left_half_of_the_hash() {
         // OpenID Connect Core, appendix A.3's access token and its at_hash.
         assert_eq!(
-            at_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y", Some(SigningAlg::RS256))
-                .as_deref(),
+            at_hash(
+                "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y",
+                Some(SigningAlg::RS256)
+            )
+            .as_deref(),
             Some("77QmUPtjPfzWtF2AnpK9RQ")
         );
         assert_eq!(

@@ -52,7 +52,9 @@ pub async fn logout(
         uri.query().unwrap_or("").to_owned()
     };
     let Ok(params) = Form::parse(&text) else {
-        return state.pages.error("the sign-out request repeats a parameter");
+        return state
+            .pages
+            .error("the sign-out request repeats a parameter");
     };
     let cur = match authorize::signed_in(&state, &headers).await {
         Ok(c) => c,
@@ -88,9 +90,9 @@ pub async fn logout(
         (None, _) => None,
         (Some(uri), Some(c)) if redirect::matches(&c.redirect_uris, uri) => Some(uri.to_owned()),
         (Some(_), _) => {
-            return state.pages.error(
-                "the application asked to return you to an address it has not registered",
-            );
+            return state
+                .pages
+                .error("the application asked to return you to an address it has not registered");
         }
     };
     // The hint is good when it names the signed-in user (or nobody is signed in).
@@ -98,10 +100,9 @@ pub async fn logout(
         cur.as_ref()
             .is_none_or(|c| h["sub"].as_str() == Some(c.session.user_id.as_str()))
     });
-    let confirmed =
-        method == Method::POST && params.get("confirm") == Some("yes") && {
-            session::csrf_ok(&state, &headers, params.get("csrf_token"))
-        };
+    let confirmed = method == Method::POST && params.get("confirm") == Some("yes") && {
+        session::csrf_ok(&state, &headers, params.get("csrf_token"))
+    };
     if method == Method::POST && params.get("confirm").is_some() && !confirmed {
         return authorize::forbidden(&state);
     }

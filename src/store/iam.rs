@@ -376,9 +376,7 @@ impl Store {
 
     /// Every OAuth client, for the node's in-memory view.
     pub async fn clients(&self) -> Result<Vec<ClientRow>> {
-        let rows: Vec<ClientTuple> = sqlx::query_as(CLIENT_SELECT)
-            .fetch_all(self.pool())
-            .await?;
+        let rows: Vec<ClientTuple> = sqlx::query_as(CLIENT_SELECT).fetch_all(self.pool()).await?;
         rows.into_iter().map(client_from).collect()
     }
 

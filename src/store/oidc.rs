@@ -57,6 +57,21 @@ type FamilyTuple = (
     Option<i64>,
 );
 
+/// A token's generation and use, then its family's columns.
+type TokenFamilyTuple = (
+    i64,
+    Option<i64>,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
 const FAMILY_COLUMNS: &str = "f.id, f.user_id, f.client_id, f.scope, f.resource, f.auth_time, \
      f.session, f.expires_at, f.revoked_at";
 
@@ -189,14 +204,13 @@ impl Store {
         now: i64,
     ) -> Result<Redeemed> {
         let mut tx = self.begin().await?;
-        let row: Option<(i64, Option<i64>, String, String, String, String, Option<String>, i64, Option<String>, i64, Option<i64>)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT t.generation, t.used_at, {FAMILY_COLUMNS} FROM refresh_tokens t \
+        let row: Option<TokenFamilyTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT t.generation, t.used_at, {FAMILY_COLUMNS} FROM refresh_tokens t \
                  JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1"
-            )))
-            .bind(old_hash)
-            .fetch_optional(&mut *tx)
-            .await?;
+        )))
+        .bind(old_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(r) = row else {
             return Ok(Redeemed::Unknown);
         };

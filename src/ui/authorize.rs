@@ -69,11 +69,7 @@ pub async fn save(state: &AppState, id: &str, p: &Pending) -> Result<(), Ephemer
 }
 
 /// A redirect to the client with `params` added to its redirect URI, plus `iss`.
-fn back_to_client(
-    state: &AppState,
-    req: &AuthorizeRequest,
-    params: &[(&str, &str)],
-) -> Response {
+fn back_to_client(state: &AppState, req: &AuthorizeRequest, params: &[(&str, &str)]) -> Response {
     let Ok(mut u) = Url::parse(&req.redirect_uri) else {
         return state
             .pages
@@ -136,7 +132,9 @@ pub async fn authorize(
         Err(e @ AuthorizeError::Redirect { .. }) => {
             return match e.location(&state.issuer) {
                 Some(l) => super::see_other(&l),
-                None => state.pages.error("the application's return address is invalid"),
+                None => state
+                    .pages
+                    .error("the application's return address is invalid"),
             };
         }
     };
@@ -307,7 +305,10 @@ fn describe(item: &str) -> String {
         "email" => "See your email address".into(),
         "offline_access" => "Stay signed in and act for you while you are away".into(),
         "roles" => "See your roles and where they apply".into(),
-        other => match (other.strip_prefix("roles:"), other.strip_prefix("resource:")) {
+        other => match (
+            other.strip_prefix("roles:"),
+            other.strip_prefix("resource:"),
+        ) {
             (Some(r), _) => format!("See your roles in {r}"),
             (_, Some(api)) => format!("Use {api} on your behalf"),
             _ => other.to_owned(),

@@ -189,7 +189,11 @@ pub async fn submit(
     };
     let _ = throttle::succeeded(&state.ephemeral, &email).await;
     if user.disabled || !user.email_verified {
-        let reason = if user.disabled { "disabled" } else { "unverified" };
+        let reason = if user.disabled {
+            "disabled"
+        } else {
+            "unverified"
+        };
         state
             .events
             .record(AuthEvent::new(

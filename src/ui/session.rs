@@ -195,12 +195,18 @@ mod tests {
     fn cookies_are_read_from_every_header() {
         let mut h = HeaderMap::new();
         h.append(header::COOKIE, HeaderValue::from_static("a=1; b=2"));
-        h.append(header::COOKIE, HeaderValue::from_static("gatehouse_session=xyz"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("gatehouse_session=xyz"),
+        );
         assert_eq!(cookie(&h, "b").as_deref(), Some("2"));
         assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("xyz"));
         assert_eq!(cookie(&h, "c"), None);
         assert!(!well_formed("xyz"));
         assert!(well_formed(&crate::crypto::b64(&[0u8; 32])));
-        assert!(!well_formed(&format!("{}=", crate::crypto::b64(&[0u8; 31]))));
+        assert!(!well_formed(&format!(
+            "{}=",
+            crate::crypto::b64(&[0u8; 31])
+        )));
     }
 }
