@@ -2,8 +2,14 @@
 # The interop suite: real peers against a running gatehouse.
 # - PyJWT (tests/interop/resource_server.py) verifies service-account tokens offline
 #   against the JWKS and decides permissions from the roles claim and the role catalog.
-# Needs the debug binary (cargo build) and python3; installs its locked dependencies
-# into target/interop-venv. Prints "N passed, M failed" and exits non-zero on failure.
+# - openid-client, a certified relying party, with Debian's Chromium driven by
+#   playwright-core (tests/interop/rp.mjs), signs the owner in through the browser as
+#   the first-party client gatehouse-admin: code flow with PKCE, userinfo, refresh
+#   rotation, revocation, RP-initiated logout.
+# Needs the debug binary (cargo build), python3 and node with npm; installs its locked
+# dependencies into target/interop-venv (requirements.txt) and tests/interop/node_modules
+# (package-lock.json), and Debian's chromium when /usr/bin/chromium is absent; never
+# downloads a browser. Prints "N passed, M failed" and exits non-zero on failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -29,7 +35,9 @@ trap cleanup EXIT
 cd "$work"
 for v in $(env | grep -o '^GATEHOUSE_[A-Z_]*'); do unset "$v"; done
 export GATEHOUSE_LISTEN="127.0.0.1:$port" GATEHOUSE_LOG=warn
-made=$(GATEHOUSE_BOOTSTRAP_PASSWORD='interop owner password' "$bin" bootstrap --org acme --owner-email owner@acme.test --service-account robot)
+owner_email=owner@acme.test
+owner_password='interop owner password'
+made=$(GATEHOUSE_BOOTSTRAP_PASSWORD="$owner_password" "$bin" bootstrap --org acme --owner-email "$owner_email" --service-account robot)
 client_id=$("$py" -c 'import json,sys; print(json.load(sys.stdin)["service_account"]["client_id"])' <<<"$made")
 secret=$("$py" -c 'import json,sys; print(json.load(sys.stdin)["service_account"]["client_secret"])' <<<"$made")
 "$bin" serve 2>"$work/server.log" &
@@ -74,6 +82,28 @@ t2=$(token "roles:orgs/acme/projects/backend")
 check "a narrowed token still grants on its resource" '[true, [true], ""]' "$(verdict "$t2" "$issuer/v1" resourcemanager.projects.update orgs/acme/projects/backend/envs/prod)"
 t3=$(curl -fs -u "$client_id:$secret" -d grant_type=client_credentials "$issuer/oauth2/token" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 check "a token without the roles scope grants nothing offline" '[true, [false], ""]' "$(verdict "$t3" "$issuer/v1" iam.policies.get orgs/acme)"
+
+# openid-client and Chromium against the same server; each of rp.mjs's checks counts.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Debian's chromium"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+interop="$root/tests/interop"
+if [ ! -f "$interop/node_modules/.package-lock.json" ] \
+  || [ "$interop/package-lock.json" -nt "$interop/node_modules/.package-lock.json" ] \
+  || [ "$interop/package.json" -nt "$interop/node_modules/.package-lock.json" ]; then
+  (cd "$interop" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --quiet --no-audit --no-fund --prefer-offline)
+fi
+rp_status=0
+INTEROP_PASSWORD="$owner_password" node "$interop/rp.mjs" "$issuer" "$owner_email" >"$work/rp.log" 2>&1 || rp_status=$?
+grep -v '^rp: [0-9]* passed, [0-9]* failed$' "$work/rp.log" || true
+rp_passed=$(grep -c '^ok   ' "$work/rp.log" || true)
+rp_failed=$(grep -c '^FAIL ' "$work/rp.log" || true)
+if [ "$rp_status" -ne 0 ] && [ "$rp_failed" -eq 0 ]; then
+  rp_failed=1; echo "FAIL rp.mjs exited with status $rp_status"
+fi
+passed=$((passed + rp_passed))
+failed=$((failed + rp_failed))
 
 echo
 echo "interop: $passed passed, $failed failed"
