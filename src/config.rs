@@ -447,6 +447,11 @@ impl Config {
                 return Err(ConfigError(format!("{name}: must be at least 1")));
             }
         }
+        if self.session_ttl_secs > 2_592_000 {
+            return Err(ConfigError(
+                "GATEHOUSE_SESSION_TTL_SECS: must be at most 2592000 (30 days)".into(),
+            ));
+        }
         if self.refresh_reuse_grace_secs > 5 {
             return Err(ConfigError(
                 "GATEHOUSE_REFRESH_REUSE_GRACE_SECS: must be between 0 and 5".into(),

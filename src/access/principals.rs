@@ -128,5 +128,35 @@ pub async fn change(
         json!({ "change": action }),
     )
     .await?;
+    if principal.kind == PrincipalKind::User && change != Change::Enable {
+        end_sessions(ctx, &principal.id).await;
+    }
     Ok(warnings)
+}
+
+/// Short-lived-state key of the time before which a user's sessions are void.
+pub fn sessions_void_key(user_id: &str) -> String {
+    format!("sessions-void-before:{user_id}")
+}
+
+/// How long the mark is kept: no session lives longer (the most `session_ttl_secs`
+/// accepts).
+pub const SESSIONS_VOID_TTL: std::time::Duration = std::time::Duration::from_secs(2_592_000);
+
+/// Voids every browser session the user has now, so that enabling the account again
+/// does not bring them back.
+async fn end_sessions(ctx: &Ctx<'_>, user_id: &str) {
+    use crate::ephemeral::EphemeralStore;
+    let now = ctx.now.to_string();
+    if let Err(e) = ctx
+        .ephemeral
+        .put(
+            &sessions_void_key(user_id),
+            now.as_bytes(),
+            SESSIONS_VOID_TTL,
+        )
+        .await
+    {
+        tracing::error!(error = %e, "sessions of a disabled user not voided; they end when used while it is disabled");
+    }
 }

@@ -58,9 +58,17 @@ pub async fn owed<S: EphemeralStore>(
     Ok(delay(by_subject.max(by_addr)))
 }
 
-/// The failures counted for a subject in the current window.
+/// The attempts counted for a subject in the current window.
 pub async fn failures<S: EphemeralStore>(store: &S, subject: &str) -> Result<u64> {
     count(store, &key("subject", subject)).await
+}
+
+/// Counts an attempt by `subject` before its credentials are checked, and returns
+/// the attempts now counted (this one included). Counting first means parallel
+/// attempts cannot all pass a check made before any of them failed; a success
+/// clears the count ([`succeeded`]).
+pub async fn attempt<S: EphemeralStore>(store: &S, subject: &str) -> Result<u64> {
+    store.incr(&key("subject", subject), WINDOW).await
 }
 
 /// Records a failure; returns the failures now counted for the subject (0 when not

@@ -88,6 +88,9 @@ impl AuthorizeError {
     }
 }
 
+/// The longest value of a parameter that is stored with the request or echoed back.
+pub const MAX_VALUE: usize = 1024;
+
 /// Scopes an authorization request may carry.
 fn known_scope(s: &str) -> bool {
     matches!(
@@ -117,7 +120,11 @@ pub fn check(
             "the application asked to return you to an address it has not registered".into(),
         ));
     }
-    let state = params.get("state").map(str::to_owned);
+    // An overlong state is not echoed back.
+    let state = params
+        .get("state")
+        .filter(|s| s.len() <= MAX_VALUE)
+        .map(str::to_owned);
     let back = |error: OAuthError| AuthorizeError::Redirect {
         redirect_uri: redirect_uri.to_owned(),
         state: state.clone(),
@@ -127,7 +134,21 @@ pub fn check(
         code: c,
         ..OAuthError::invalid_request(d)
     };
-    // 3. what is asked for
+    // 3. what is asked for; the values that are kept or echoed are bounded
+    for name in [
+        "state",
+        "nonce",
+        "login_hint",
+        "code_challenge",
+        "scope",
+        "resource",
+    ] {
+        if params.all(name).iter().any(|v| v.len() > MAX_VALUE) {
+            return Err(back(OAuthError::invalid_request(format!(
+                "{name} is longer than {MAX_VALUE} bytes"
+            ))));
+        }
+    }
     if params.get("request").is_some() {
         return Err(back(code(
             "request_not_supported",

@@ -130,25 +130,22 @@ pub async fn grant(
         }
         (None, None) => {}
     }
-    let issued = issue::for_user(
-        state,
-        view,
-        &client,
-        issue::UserGrant {
-            user_id: &grant.user_id,
-            scopes: &grant.scopes,
-            resource: grant.resource.as_deref(),
-            nonce: grant.nonce.as_deref(),
-            auth_time: grant.auth_time,
-            sid: &grant.sid,
-        },
-        None,
-    )
-    .await?;
+    let user_grant = issue::UserGrant {
+        user_id: &grant.user_id,
+        scopes: &grant.scopes,
+        resource: grant.resource.as_deref(),
+        nonce: grant.nonce.as_deref(),
+        auth_time: grant.auth_time,
+        sid: &grant.sid,
+    };
+    // What this exchange will issue is named first and left behind at once, so that a
+    // replay arriving while it runs can revoke it.
+    let family = uuid::Uuid::now_v7().to_string();
+    let jti = super::access_token::new_jti();
     let marker = Redeemed {
-        family: issued.family.clone(),
-        jti: issued.jti.clone(),
-        exp: issued.access_exp,
+        family: Some(family.clone()),
+        jti: jti.clone(),
+        exp: crate::now_unix() + i64::try_from(state.config.access_token_ttl_secs).unwrap_or(0),
     };
     let keep = Duration::from_secs(state.config.access_token_ttl_secs + 60);
     state
@@ -160,22 +157,58 @@ pub async fn grant(
         )
         .await
         .map_err(unavailable)?;
+    let refresh_token = issue::new_refresh_token();
+    let issued = issue::build(
+        state,
+        view,
+        &client,
+        &user_grant,
+        refresh_token.clone(),
+        jti,
+    )
+    .await?;
+    issue::new_family(state, &family, &client, &user_grant, &refresh_token).await?;
+    // A replay that came while the tokens were built flagged the code: undo.
+    if state
+        .ephemeral
+        .get(&format!("code-replayed:{hash}"))
+        .await
+        .map_err(unavailable)?
+        .is_some()
+    {
+        undo(state, &marker, &client.client_id).await?;
+        return Err(OAuthError::invalid_grant(
+            "the code is invalid, expired or already used",
+        ));
+    }
+    issue::record(state, &client, &grant.user_id, &issued).await;
     Ok(issued.response)
 }
 
-/// A code presented again: revoke what its first redemption issued.
+/// A code presented again: flag it (for an exchange still running) and revoke what
+/// its first redemption issued.
 async fn reused(state: &AppState, hash: &str, client_id: &str) -> Result<(), OAuthError> {
     let Some(raw) = state
         .ephemeral
-        .take(&format!("code-used:{hash}"))
+        .get(&format!("code-used:{hash}"))
         .await
         .map_err(unavailable)?
     else {
         return Ok(());
     };
+    state
+        .ephemeral
+        .put(&format!("code-replayed:{hash}"), b"1", CODE_TTL * 2)
+        .await
+        .map_err(unavailable)?;
     let Ok(marker) = serde_json::from_slice::<Redeemed>(&raw) else {
         return Ok(());
     };
+    undo(state, &marker, client_id).await
+}
+
+/// Revokes the family and the access token a redemption issued.
+async fn undo(state: &AppState, marker: &Redeemed, client_id: &str) -> Result<(), OAuthError> {
     let now = crate::now_unix();
     if let Some(family) = &marker.family {
         state

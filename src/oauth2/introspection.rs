@@ -78,6 +78,7 @@ async fn authenticated(
     headers: &HeaderMap,
     body: &[u8],
     addr: &str,
+    allow_public: bool,
 ) -> Result<(Form, String), OAuthError> {
     let form = form_body(headers, body)?;
     let view = state.view.load();
@@ -90,10 +91,13 @@ async fn authenticated(
         .or_else(|| form.get("client_id").map(str::to_owned));
     let caller = match claimed {
         Some(id) if view.clients.contains_key(&id) => {
-            client_auth::authenticate_app(state, view, headers, &form, addr)
-                .await?
-                .client_id
-                .clone()
+            let app = client_auth::authenticate_app(state, view, headers, &form, addr).await?;
+            // A public client proves nothing by its id: it may revoke (RFC 7009
+            // section 5), not ask about tokens (RFC 7662 section 2.1).
+            if app.public_client && !allow_public {
+                return Err(OAuthError::invalid_client(false));
+            }
+            app.client_id.clone()
         }
         _ => client_auth::authenticate(state, view, headers, &form, addr, crate::now_unix())
             .await?
@@ -138,7 +142,28 @@ async fn own_family(
         .await
         .map_err(|_| OAuthError::temporarily_unavailable("the store is unavailable"))?;
     let now = crate::now_unix();
-    Ok(family.filter(|f| f.client_id == caller && f.revoked_at.is_none() && f.expires_at > now))
+    Ok(family
+        .filter(|(f, used)| {
+            !used && f.client_id == caller && f.revoked_at.is_none() && f.expires_at > now
+        })
+        .map(|(f, _)| f))
+}
+
+/// Whether the principal a token was issued to may still act: a service account that
+/// is not disabled (from memory), or an active user.
+async fn principal_active(state: &AppState, claims: &Value) -> Result<bool, OAuthError> {
+    let client_id = claims["client_id"].as_str().unwrap_or("");
+    if let Some(sa) = state
+        .view
+        .load()
+        .as_ref()
+        .as_ref()
+        .and_then(|v| v.service_accounts.get(client_id))
+    {
+        return Ok(!sa.disabled && claims["sub"] == sa.id.as_str());
+    }
+    let sub = claims["sub"].as_str().unwrap_or("");
+    Ok(super::issue::active_user(state, sub).await?.is_some())
 }
 
 /// `POST /oauth2/introspect`.
@@ -150,7 +175,7 @@ pub async fn introspect(
 ) -> Response {
     let addr = ClientAddr::of(addr);
     let run = async {
-        let (form, caller) = authenticated(&state, &headers, &body, &addr).await?;
+        let (form, caller) = authenticated(&state, &headers, &body, &addr, false).await?;
         let token = form.get("token").unwrap_or_default();
         if let Some(f) = own_family(&state, token, &caller).await? {
             return Ok(json!({
@@ -166,7 +191,9 @@ pub async fn introspect(
         let Some(claims) = verified(&state, token).filter(|c| concerns(c, &caller)) else {
             return Ok(json!({ "active": false }));
         };
-        if is_revoked(&state, claims["jti"].as_str().unwrap_or("")).await? {
+        if is_revoked(&state, claims["jti"].as_str().unwrap_or("")).await?
+            || !principal_active(&state, &claims).await?
+        {
             return Ok(json!({ "active": false }));
         }
         let mut out = json!({ "active": true, "token_type": "Bearer" });
@@ -202,7 +229,7 @@ pub async fn revoke(
 ) -> Response {
     let addr = ClientAddr::of(addr);
     let run = async {
-        let (form, caller) = authenticated(&state, &headers, &body, &addr).await?;
+        let (form, caller) = authenticated(&state, &headers, &body, &addr, true).await?;
         let token = form.get("token").unwrap_or_default();
         if let Some(f) = own_family(&state, token, &caller).await? {
             state

@@ -35,16 +35,16 @@ pub struct UserGrant<'a> {
     pub sid: &'a str,
 }
 
-/// What was issued.
+/// Tokens built for a grant, not yet handed out.
 pub struct Issued {
     /// The token response.
     pub response: TokenResponse,
-    /// The refresh-token family, when a new one was started.
-    pub family: Option<String>,
     /// The access token's id.
     pub jti: String,
     /// The access token's expiry.
     pub access_exp: i64,
+    /// The access token's audience.
+    pub aud: String,
 }
 
 /// The audience of the access token: the `resource` asked for (the admin API or a
@@ -94,14 +94,17 @@ pub async fn active_user(state: &AppState, user_id: &str) -> Result<Option<UserR
     Ok(user.filter(|u| u.email_verified && !u.disabled))
 }
 
-/// Issues the tokens of `grant` to `client`. `refresh` is the token to hand out when
-/// rotating an existing family; without it a new family is started.
-pub async fn for_user(
+/// Builds the tokens of `grant` for `client`, with `refresh_token` as the refresh
+/// token. Nothing is stored or recorded: the caller commits the refresh token (a new
+/// family, or a rotation) and then calls [`record`], so a request refused on the way
+/// leaves every token as it was.
+pub async fn build(
     state: &AppState,
     view: &View,
     client: &ClientRow,
-    grant: UserGrant<'_>,
-    refresh: Option<String>,
+    grant: &UserGrant<'_>,
+    refresh_token: String,
+    jti: String,
 ) -> Result<Issued, OAuthError> {
     let now = crate::now_unix();
     let user = active_user(state, grant.user_id)
@@ -136,7 +139,7 @@ pub async fn for_user(
         aud: &aud,
         client_id: &client.client_id,
         scope: &scope,
-        jti: access_token::new_jti(),
+        jti,
         iat: now,
         exp,
         roles: claim.map(|c| c.roles),
@@ -188,44 +191,6 @@ pub async fn for_user(
     } else {
         None
     };
-    let (refresh_token, family) = match refresh {
-        Some(t) => (t, None),
-        None => {
-            let token = new_refresh_token();
-            let offline = grant.scopes.iter().any(|s| s == "offline_access");
-            let family = FamilyRow {
-                id: uuid::Uuid::now_v7().to_string(),
-                user_id: user.id.clone(),
-                client_id: client.client_id.clone(),
-                scope: scope.clone(),
-                resource: grant.resource.map(str::to_owned),
-                auth_time: grant.auth_time,
-                session: (!offline && !grant.sid.is_empty()).then(|| grant.sid.to_owned()),
-                expires_at: now.saturating_add(
-                    i64::try_from(state.config.refresh_token_ttl_secs).unwrap_or(i64::MAX),
-                ),
-                revoked_at: None,
-            };
-            state
-                .store
-                .create_family(&family, &refresh_hash(&token), now)
-                .await
-                .map_err(|_| OAuthError::temporarily_unavailable("the store is unavailable"))?;
-            (token, Some(family.id))
-        }
-    };
-    state
-        .metrics
-        .count("tokens_issued_total", &[("grant", "user")]);
-    state
-        .events
-        .record(AuthEvent::new(
-            format!("user:{}", user.id),
-            "token.issue",
-            &client.parent,
-            json!({ "client_id": client.client_id, "aud": aud, "scope": scope, "jti": claims.jti, "exp": claims.exp }),
-        ))
-        .await;
     Ok(Issued {
         response: TokenResponse {
             access_token: access,
@@ -235,10 +200,59 @@ pub async fn for_user(
             refresh_token: Some(refresh_token),
             id_token,
         },
-        family,
         jti: claims.jti,
         access_exp: claims.exp,
+        aud,
     })
+}
+
+/// Starts the refresh-token family `id` of a code exchange, whose first token is
+/// `token`.
+pub async fn new_family(
+    state: &AppState,
+    id: &str,
+    client: &ClientRow,
+    grant: &UserGrant<'_>,
+    token: &str,
+) -> Result<(), OAuthError> {
+    let now = crate::now_unix();
+    let offline = grant.scopes.iter().any(|s| s == "offline_access");
+    let family = FamilyRow {
+        id: id.to_owned(),
+        user_id: grant.user_id.to_owned(),
+        client_id: client.client_id.clone(),
+        scope: grant.scopes.join(" "),
+        resource: grant.resource.map(str::to_owned),
+        auth_time: grant.auth_time,
+        session: (!offline && !grant.sid.is_empty()).then(|| grant.sid.to_owned()),
+        expires_at: now
+            .saturating_add(i64::try_from(state.config.refresh_token_ttl_secs).unwrap_or(i64::MAX)),
+        revoked_at: None,
+    };
+    state
+        .store
+        .create_family(&family, &refresh_hash(token), now)
+        .await
+        .map_err(|_| OAuthError::temporarily_unavailable("the store is unavailable"))
+}
+
+/// Counts and audits tokens that are being handed out.
+pub async fn record(state: &AppState, client: &ClientRow, user_id: &str, issued: &Issued) {
+    state
+        .metrics
+        .count("tokens_issued_total", &[("grant", "user")]);
+    state
+        .events
+        .record(AuthEvent::new(
+            format!("user:{user_id}"),
+            "token.issue",
+            &client.parent,
+            json!({
+                "client_id": client.client_id, "aud": issued.aud, "scope": issued.response.scope,
+                "jti": issued.jti, "exp": issued.access_exp,
+            }),
+        ))
+        .await;
 }
 
 /// A new refresh token: 256 random bits, prefixed so it is told from a JWT at a

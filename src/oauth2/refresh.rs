@@ -41,37 +41,21 @@ pub async fn grant(
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
     let old_hash = issue::refresh_hash(presented);
-    let new_token = issue::new_refresh_token();
     let now = crate::now_unix();
     let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
-    let family = match state
+    // Everything that can refuse the request is checked before the token is rotated,
+    // so a refused request leaves it usable.
+    let family = state
         .store
-        .rotate_refresh(
-            &old_hash,
-            &issue::refresh_hash(&new_token),
-            &client.client_id,
-            now,
-        )
+        .family_of(&old_hash)
         .await
         .map_err(store_down)?
-    {
-        Redeemed::Rotated(f) => f,
-        Redeemed::Unknown | Redeemed::Dead(_) => return Err(invalid()),
-        Redeemed::Reused(f) => {
-            if state.config.refresh_reuse_grace_secs > 0
-                && let Some(raw) = state
-                    .ephemeral
-                    .get(&grace_key(&old_hash))
-                    .await
-                    .map_err(store_down)?
-                && let Ok(response) = serde_json::from_slice::<TokenResponse>(&raw)
-            {
-                return Ok(response);
-            }
-            revoke_for_reuse(state, &f, now).await?;
-            return Err(invalid());
-        }
-    };
+        .map(|(f, _)| f)
+        .filter(|f| f.client_id == client.client_id)
+        .ok_or_else(invalid)?;
+    if family.revoked_at.is_some() || family.expires_at <= now {
+        return Err(invalid());
+    }
     let granted: Vec<String> = family.scope.split(' ').map(str::to_owned).collect();
     let scopes = match form.get("scope") {
         None => granted,
@@ -106,23 +90,60 @@ pub async fn grant(
             .map_err(store_down)?;
         return Err(invalid());
     }
-    let issued = issue::for_user(
-        state,
-        view,
-        &client,
-        issue::UserGrant {
-            user_id: &family.user_id,
-            scopes: &scopes,
-            resource: resource.as_deref(),
-            nonce: None,
-            auth_time: family.auth_time,
-            sid: family.session.as_deref().unwrap_or(""),
-        },
-        Some(new_token),
-    )
-    .await?;
+    // Without offline_access, the grant lasts as long as the browser session.
+    if let Some(sid) = &family.session
+        && state
+            .ephemeral
+            .get(&crate::identity::session_key(sid))
+            .await
+            .map_err(store_down)?
+            .is_none()
+    {
+        state
+            .store
+            .revoke_family(&family.id, "session_ended", now)
+            .await
+            .map_err(store_down)?;
+        return Err(invalid());
+    }
+    let grant = issue::UserGrant {
+        user_id: &family.user_id,
+        scopes: &scopes,
+        resource: resource.as_deref(),
+        nonce: None,
+        auth_time: family.auth_time,
+        sid: family.session.as_deref().unwrap_or(""),
+    };
+    let new_token = issue::new_refresh_token();
+    let jti = super::access_token::new_jti();
+    let issued = issue::build(state, view, &client, &grant, new_token.clone(), jti).await?;
+    match state
+        .store
+        .rotate_refresh(
+            &old_hash,
+            &issue::refresh_hash(&new_token),
+            &client.client_id,
+            now,
+        )
+        .await
+        .map_err(store_down)?
+    {
+        Redeemed::Rotated(_) => {}
+        Redeemed::Unknown | Redeemed::Dead(_) => return Err(invalid()),
+        Redeemed::Reused(f) => {
+            if state.config.refresh_reuse_grace_secs > 0
+                && !client.public_client
+                && let Some(response) = graced(state, &old_hash).await?
+            {
+                return Ok(response);
+            }
+            revoke_for_reuse(state, &f, now).await?;
+            return Err(invalid());
+        }
+    }
+    issue::record(state, &client, &family.user_id, &issued).await;
     let grace = state.config.refresh_reuse_grace_secs;
-    if grace > 0 {
+    if grace > 0 && !client.public_client {
         let body = serde_json::to_vec(&issued.response).unwrap_or_default();
         state
             .ephemeral
@@ -131,6 +152,23 @@ pub async fn grant(
             .map_err(store_down)?;
     }
     Ok(issued.response)
+}
+
+/// The response given for a token rotated within the grace window. The request that
+/// rotated it may still be storing it (two tabs at once): wait for it briefly.
+async fn graced(state: &AppState, old_hash: &str) -> Result<Option<TokenResponse>, OAuthError> {
+    for _ in 0..20 {
+        if let Some(raw) = state
+            .ephemeral
+            .get(&grace_key(old_hash))
+            .await
+            .map_err(store_down)?
+        {
+            return Ok(serde_json::from_slice(&raw).ok());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Ok(None)
 }
 
 /// A retired token came back: revoke its family and say so in the audit log.

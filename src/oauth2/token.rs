@@ -15,6 +15,9 @@ use crate::server::AppState;
 /// Path of the token endpoint.
 pub const PATH: &str = "/oauth2/token";
 
+/// The most parameters a request may carry.
+pub const MAX_PARAMETERS: usize = 64;
+
 /// A parsed form body. `Debug` prints parameter names only: values may be secrets.
 #[derive(Default)]
 pub struct Form {
@@ -34,10 +37,17 @@ impl Form {
     /// `resource` is `invalid_request`.
     pub fn parse(body: &str) -> Result<Form, OAuthError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (k, v) in url::form_urlencoded::parse(body.as_bytes()) {
-            if k != "resource" && pairs.iter().any(|(seen, _)| *seen == k) {
+            if pairs.len() == MAX_PARAMETERS {
                 return Err(OAuthError::invalid_request(format!(
-                    "parameter {k} appears more than once"
+                    "more than {MAX_PARAMETERS} parameters"
+                )));
+            }
+            if k != "resource" && !seen.insert(k.clone()) {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter {} appears more than once",
+                    k.chars().take(64).collect::<String>()
                 )));
             }
             pairs.push((k.into_owned(), v.into_owned()));
@@ -166,5 +176,11 @@ mod tests {
             "invalid_request"
         );
         assert_eq!(Form::parse("scope=").expect("empty").get("scope"), None);
+        let many: Vec<String> = (0..=MAX_PARAMETERS).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(
+            Form::parse(&many.join("&")).expect_err("too many").code,
+            "invalid_request"
+        );
+        assert!(Form::parse(&many[..MAX_PARAMETERS].join("&")).is_ok());
     }
 }

@@ -1,6 +1,6 @@
 //! RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0) at `/oauth2/logout`.
 //!
-//! With a valid `id_token_hint` (signed here, for the signed-in user; an expired one
+//! With a valid `id_token_hint` (signed here, in the current session; an expired one
 //! still names who and which client) the session ends at once. Without one, the user
 //! is asked to confirm through a form with a CSRF token, so that no other site can
 //! sign a user out with a link. `post_logout_redirect_uri` must be registered for the
@@ -95,10 +95,13 @@ pub async fn logout(
                 .error("the application asked to return you to an address it has not registered");
         }
     };
-    // The hint is good when it names the signed-in user (or nobody is signed in).
+    // The hint is good when it was issued in the current session (or nobody is signed
+    // in): an ID token of an earlier session does not end this one unasked.
     let hint_ok = hint.as_ref().is_some_and(|h| {
-        cur.as_ref()
-            .is_none_or(|c| h["sub"].as_str() == Some(c.session.user_id.as_str()))
+        cur.as_ref().is_none_or(|c| {
+            h["sub"].as_str() == Some(c.session.user_id.as_str())
+                && h["sid"].as_str() == Some(c.sid.as_str())
+        })
     });
     let confirmed = method == Method::POST && params.get("confirm") == Some("yes") && {
         session::csrf_ok(&state, &headers, params.get("csrf_token"))
@@ -129,11 +132,9 @@ pub async fn logout(
         if session::end(&state, &c.sid).await.is_err() {
             return state.pages.unavailable();
         }
-        let revoked = state
-            .store
-            .revoke_session_families(&c.sid, now)
-            .await
-            .unwrap_or(0);
+        let Ok(revoked) = state.store.revoke_session_families(&c.sid, now).await else {
+            return state.pages.unavailable();
+        };
         state
             .events
             .record(AuthEvent::new(

@@ -26,6 +26,7 @@ fn challenge(status: StatusCode, code: &str, description: &str) -> Response {
     let value = if code.is_empty() {
         "Bearer".to_owned()
     } else {
+        let description = description.replace(['"', '\\'], "'");
         format!("Bearer error=\"{code}\", error_description=\"{description}\"")
     };
     if let Ok(v) = HeaderValue::from_str(&value) {

@@ -240,16 +240,22 @@ impl Store {
         Ok(Redeemed::Rotated(family))
     }
 
-    /// The family of a token, whatever its state.
-    pub async fn family_of(&self, hash: &str) -> Result<Option<FamilyRow>> {
-        let row: Option<FamilyTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {FAMILY_COLUMNS} FROM refresh_tokens t \
+    /// The family of a token, whatever its state, and whether the token was already
+    /// exchanged for its successor.
+    pub async fn family_of(&self, hash: &str) -> Result<Option<(FamilyRow, bool)>> {
+        let row: Option<TokenFamilyTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT t.generation, t.used_at, {FAMILY_COLUMNS} FROM refresh_tokens t \
              JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1"
         )))
         .bind(hash)
         .fetch_optional(self.pool())
         .await?;
-        Ok(row.map(family_from))
+        Ok(row.map(|r| {
+            (
+                family_from((r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10)),
+                r.1.is_some(),
+            )
+        }))
     }
 
     /// Revokes a family; tells whether it was alive.

@@ -39,8 +39,9 @@ const PENDING_TTL: Duration = Duration::from_secs(15 * 60);
 pub struct Pending {
     /// The checked request.
     pub request: AuthorizeRequest,
-    /// Set when the user signed in during this request (satisfies `prompt=login`).
-    pub authenticated_at: Option<i64>,
+    /// The session (hash) created by a login made for this request: in that session,
+    /// it satisfies `prompt=login` and `max_age`.
+    pub authenticated_sid: Option<String>,
 }
 
 fn pending_key(id: &str) -> String {
@@ -150,7 +151,7 @@ pub async fn authorize(
     let id = crate::crypto::b64(&crate::crypto::random_bytes::<24>());
     let pending = Pending {
         request: req,
-        authenticated_at: None,
+        authenticated_sid: None,
     };
     if save(&state, &id, &pending).await.is_err() {
         return state.pages.unavailable();
@@ -197,6 +198,19 @@ pub async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Option<C
     let Some(cur) = session::current(state, headers).await.map_err(|_| ())? else {
         return Ok(None);
     };
+    let void_before = state
+        .ephemeral
+        .get(&crate::access::principals::sessions_void_key(
+            &cur.session.user_id,
+        ))
+        .await
+        .map_err(|_| ())?
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    if void_before.is_some_and(|t| cur.session.auth_time <= t) {
+        let _ = session::end(state, &cur.sid).await;
+        return Ok(None);
+    }
     match issue::active_user(state, &cur.session.user_id).await {
         Ok(Some(_)) => Ok(Some(cur)),
         Ok(None) => {
@@ -216,6 +230,19 @@ fn consent_items(req: &AuthorizeRequest) -> Vec<String> {
     items
 }
 
+/// Whether the session is fresh enough for the request: a login made for this very
+/// request, in this session, satisfies `prompt=login` and any `max_age` (even 0).
+fn fresh(p: &Pending, c: &Current, now: i64) -> bool {
+    if p.authenticated_sid.as_deref() == Some(c.sid.as_str()) {
+        return true;
+    }
+    let req = &p.request;
+    !req.prompt.login
+        && req
+            .max_age
+            .is_none_or(|m| now - c.session.auth_time <= i64::try_from(m).unwrap_or(i64::MAX))
+}
+
 /// Decides what comes next for a pending authorization: login, consent, or the code.
 async fn proceed(
     state: &AppState,
@@ -230,14 +257,7 @@ async fn proceed(
         Ok(c) => c,
         Err(()) => return state.pages.unavailable(),
     };
-    let fresh_enough = |c: &Current| {
-        let recent = req
-            .max_age
-            .is_none_or(|m| now - c.session.auth_time <= i64::try_from(m).unwrap_or(i64::MAX));
-        let reauthenticated = !req.prompt.login || p.authenticated_at.is_some();
-        recent && reauthenticated
-    };
-    let Some(cur) = cur.filter(|c| fresh_enough(c)) else {
+    let Some(cur) = cur.filter(|c| fresh(&p, c, now)) else {
         if req.prompt.none {
             return error_to_client(
                 state,
@@ -375,8 +395,8 @@ pub async fn consent(
     };
     let cur = match signed_in(&state, &headers).await {
         Err(()) => return state.pages.unavailable(),
-        Ok(None) => return super::see_other(&format!("{}?pending={id}", super::login::PATH)),
-        Ok(Some(c)) => c,
+        Ok(Some(c)) if fresh(&p, &c, crate::now_unix()) => c,
+        Ok(_) => return super::see_other(&format!("{}?pending={id}", super::login::PATH)),
     };
     if f.decision.as_deref() != Some("allow") {
         let _ = state.ephemeral.delete(&pending_key(&id)).await;

@@ -122,6 +122,14 @@ pub async fn submit(
 ) -> Response {
     let addr = ClientAddr::of(addr);
     let pending = f.pending.as_deref().filter(|p| !p.is_empty());
+    let name = match pending {
+        Some(id) => authorize::load(&state, id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| client_name(&state, &p.request.client_id)),
+        None => None,
+    };
     let again = |status: StatusCode, error: &str| {
         render(
             &state,
@@ -129,7 +137,7 @@ pub async fn submit(
             status,
             Form {
                 pending,
-                client_name: None,
+                client_name: name.clone(),
                 email: &f.email,
                 error: Some(error),
             },
@@ -144,11 +152,15 @@ pub async fn submit(
     let Ok(email) = crate::bootstrap::normalize_email(&f.email) else {
         return again(StatusCode::BAD_REQUEST, "Enter a valid email address.");
     };
-    // Locked, or owed a delay: decided before the password is looked at.
+    // Owed a delay, or locked: decided before the password is looked at. The attempt
+    // is counted first, so parallel attempts cannot all pass the lock.
     let Ok(wait) = throttle::owed(&state.ephemeral, Some(&email), &addr).await else {
         return state.pages.unavailable();
     };
-    if locked(&state, &email).await {
+    let Ok(attempts) = throttle::attempt(&state.ephemeral, &email).await else {
+        return state.pages.unavailable();
+    };
+    if attempts > LOCKOUT_AFTER {
         return again(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many failed attempts. Wait 15 minutes, then try again.",
@@ -163,24 +175,22 @@ pub async fn submit(
     let user = match user.filter(|_| ok) {
         Some(u) => u,
         None => {
-            let counts = throttle::failed(&state.ephemeral, Some(&email), &addr).await;
-            let actor = format!("email:{}", email.chars().take(254).collect::<String>());
+            let _ = throttle::failed(&state.ephemeral, None, &addr).await;
+            let actor = format!("email:{email}");
             state.events.record_lossy(AuthEvent::new(
                 actor.clone(),
                 "login.failure",
                 "*",
                 json!({ "address": addr, "reason": "invalid_credentials" }),
             ));
-            if let Ok((n, _)) = counts
-                && n == LOCKOUT_AFTER
-            {
+            if attempts == LOCKOUT_AFTER {
                 state
                     .events
                     .record(AuthEvent::new(
                         actor,
                         "login.lockout",
                         "*",
-                        json!({ "address": addr, "failures": n, "for_secs": throttle::WINDOW.as_secs() }),
+                        json!({ "address": addr, "failures": attempts, "for_secs": throttle::WINDOW.as_secs() }),
                     ))
                     .await;
             }
@@ -220,6 +230,15 @@ pub async fn submit(
             )
         };
     }
+    // A new login replaces the browser's session (a new id, so a planted cookie is
+    // worthless); the old one ends here rather than at its expiry.
+    if let Ok(Some(old)) = session::current(&state, &headers).await {
+        let _ = session::end(&state, &old.sid).await;
+        let _ = state
+            .store
+            .revoke_session_families(&old.sid, crate::now_unix())
+            .await;
+    }
     let now = crate::now_unix();
     let Ok((cookie, sid)) = session::start(
         &state,
@@ -245,7 +264,7 @@ pub async fn submit(
     let mut r = match pending {
         Some(id) => match authorize::load(&state, id).await {
             Ok(Some(mut p)) => {
-                p.authenticated_at = Some(now);
+                p.authenticated_sid = Some(sid.clone());
                 if authorize::save(&state, id, &p).await.is_err() {
                     return state.pages.unavailable();
                 }
@@ -263,11 +282,4 @@ pub async fn submit(
     };
     r.headers_mut().append(header::SET_COOKIE, cookie);
     r
-}
-
-/// Whether the account's failures reached the lockout count.
-async fn locked(state: &AppState, email: &str) -> bool {
-    throttle::failures(&state.ephemeral, email)
-        .await
-        .is_ok_and(|n| n >= LOCKOUT_AFTER)
 }

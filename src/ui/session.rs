@@ -16,6 +16,7 @@ use cookie::{Cookie, SameSite};
 use serde::{Deserialize, Serialize};
 
 use crate::ephemeral::{EphemeralError, EphemeralStore};
+use crate::identity::session_key as key;
 use crate::server::AppState;
 
 /// The session cookie.
@@ -44,6 +45,22 @@ pub struct Current {
     pub session: Session,
 }
 
+/// A cookie's name: with an https issuer it carries the `__Host-` prefix, so that
+/// the browser accepts it only from this origin (a sibling subdomain cannot plant
+/// it).
+pub fn cookie_name(state: &AppState, base: &str) -> String {
+    if state.issuer.starts_with("https://") {
+        format!("__Host-{base}")
+    } else {
+        base.to_owned()
+    }
+}
+
+/// The value of the cookie `base` (named by [`cookie_name`]), if the request has it.
+fn read(state: &AppState, headers: &HeaderMap, base: &str) -> Option<String> {
+    cookie(headers, &cookie_name(state, base))
+}
+
 /// The value of the cookie `name`, if the request carries it.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -56,15 +73,15 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|c| c.value().to_owned())
 }
 
-/// A `Set-Cookie` value for `name`; `max_age` `None` makes a browser-session cookie,
-/// zero removes it.
+/// A `Set-Cookie` value for the cookie `name` (see [`cookie_name`]); `max_age` `None`
+/// makes a browser-session cookie, zero removes it.
 pub fn set_cookie(
     state: &AppState,
     name: &str,
     value: &str,
     max_age: Option<Duration>,
 ) -> HeaderValue {
-    let mut c = Cookie::build((name, value))
+    let mut c = Cookie::build((cookie_name(state, name), value))
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)
@@ -89,16 +106,12 @@ pub fn sid_of(id: &str) -> String {
     crate::crypto::b64(&d.as_ref()[..18])
 }
 
-fn key(sid: &str) -> String {
-    format!("session:{sid}")
-}
-
 /// The request's session, if it has a live one.
 pub async fn current(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<Current>, EphemeralError> {
-    let Some(id) = cookie(headers, SESSION_COOKIE).filter(|v| well_formed(v)) else {
+    let Some(id) = read(state, headers, SESSION_COOKIE).filter(|v| well_formed(v)) else {
         return Ok(None);
     };
     let sid = sid_of(&id);
@@ -148,7 +161,7 @@ fn token_for(state: &AppState, browser: &str) -> String {
 
 /// The CSRF token of this browser, making its cookie when it has none.
 pub fn csrf(state: &AppState, headers: &HeaderMap) -> Csrf {
-    match cookie(headers, CSRF_COOKIE).filter(|v| well_formed(v)) {
+    match read(state, headers, CSRF_COOKIE).filter(|v| well_formed(v)) {
         Some(browser) => Csrf {
             token: token_for(state, &browser),
             set_cookie: None,
@@ -176,7 +189,7 @@ pub fn csrf_ok(state: &AppState, headers: &HeaderMap, presented: Option<&str>) -
         }
     }
     let (Some(browser), Some(presented)) = (
-        cookie(headers, CSRF_COOKIE).filter(|v| well_formed(v)),
+        read(state, headers, CSRF_COOKIE).filter(|v| well_formed(v)),
         presented,
     ) else {
         return false;

@@ -374,6 +374,180 @@ async fn bootstrap_is_idempotent_and_serialized(store: &Store) {
     assert_eq!(owner_bindings.len(), 2);
 }
 
+/// Consents and refresh-token families.
+async fn oidc_rows(store: &Store) {
+    use gatehouse::store::oidc::{FamilyRow, Redeemed};
+    let now = 1_000;
+    assert!(store.consent("u1", "app").await.expect("none").is_empty());
+    let scopes = vec![
+        "openid".to_owned(),
+        "resource:https://api.example".to_owned(),
+    ];
+    store
+        .put_consent("u1", "app", &scopes, now)
+        .await
+        .expect("put");
+    store
+        .put_consent("u1", "app", &scopes[..1], now + 1)
+        .await
+        .expect("replace");
+    assert_eq!(store.consent("u1", "app").await.expect("get"), scopes[..1]);
+    assert!(store.consent("u1", "other").await.expect("get").is_empty());
+
+    let family = |id: &str, session: Option<&str>| FamilyRow {
+        id: id.to_owned(),
+        user_id: "u1".into(),
+        client_id: "app".into(),
+        scope: "openid roles".into(),
+        resource: None,
+        auth_time: now,
+        session: session.map(str::to_owned),
+        expires_at: now + 100,
+        revoked_at: None,
+    };
+    store
+        .create_family(&family("f1", Some("s1")), "h0", now)
+        .await
+        .expect("family");
+    // a token of another client's family is unknown to the caller, and left alone
+    assert_eq!(
+        store
+            .rotate_refresh("h0", "x", "other", now)
+            .await
+            .expect("rotate"),
+        Redeemed::Unknown
+    );
+    assert!(matches!(
+        store.rotate_refresh("h0", "h1", "app", now).await.expect("rotate"),
+        Redeemed::Rotated(f) if f.id == "f1"
+    ));
+    assert!(
+        store.family_of("h0").await.expect("h0").expect("h0").1,
+        "h0 is used"
+    );
+    assert!(
+        !store.family_of("h1").await.expect("h1").expect("h1").1,
+        "h1 is current"
+    );
+    assert!(matches!(
+        store.rotate_refresh("h0", "h2", "app", now).await.expect("reuse"),
+        Redeemed::Reused(f) if f.id == "f1"
+    ));
+    assert_eq!(
+        store
+            .rotate_refresh("nope", "h3", "app", now)
+            .await
+            .expect("unknown"),
+        Redeemed::Unknown
+    );
+    // of concurrent rotations of one token, exactly one wins
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.rotate_refresh("h1", &format!("race{i}"), "app", now)
+                .await
+                .expect("rotate")
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        if matches!(t.await.expect("task"), Redeemed::Rotated(_)) {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "one rotation wins");
+    assert!(
+        store
+            .revoke_family("f1", "reuse", now)
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .revoke_family("f1", "reuse", now)
+            .await
+            .expect("again")
+    );
+    for i in 0..8 {
+        let hash = format!("race{i}");
+        if let Some((f, _)) = store.family_of(&hash).await.expect("family") {
+            assert_eq!(f.revoked_at, Some(now));
+            assert!(matches!(
+                store
+                    .rotate_refresh(&hash, "later", "app", now)
+                    .await
+                    .expect("dead"),
+                Redeemed::Dead(_)
+            ));
+        }
+    }
+    // expired families are dead too
+    assert!(matches!(
+        store
+            .rotate_refresh("h0", "x", "app", now + 100)
+            .await
+            .expect("expired"),
+        Redeemed::Dead(_)
+    ));
+    // logout ends the families of a session; a user's end with the account
+    store
+        .create_family(&family("f2", Some("s2")), "g0", now)
+        .await
+        .expect("family");
+    store
+        .create_family(&family("f3", None), "k0", now)
+        .await
+        .expect("offline family");
+    assert_eq!(
+        store
+            .revoke_session_families("s2", now)
+            .await
+            .expect("logout"),
+        1
+    );
+    assert!(
+        store
+            .family_of("k0")
+            .await
+            .expect("f3")
+            .expect("f3")
+            .0
+            .revoked_at
+            .is_none()
+    );
+    let mut tx = store.begin().await.expect("begin");
+    let n = gatehouse::store::oidc::revoke_user_families(&mut tx, "u1", "user_disabled", now)
+        .await
+        .expect("user");
+    tx.commit().await.expect("commit");
+    assert_eq!(n, 1, "only the live offline family was left");
+    assert!(
+        store
+            .family_of("k0")
+            .await
+            .expect("f3")
+            .expect("f3")
+            .0
+            .revoked_at
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_oidc_contract() {
+    let (store, _dir) = sqlite().await;
+    oidc_rows(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_keeps_the_oidc_contract() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    oidc_rows(&store).await;
+}
+
 #[tokio::test]
 async fn sqlite_keeps_the_contract() {
     let (store, _dir) = sqlite().await;

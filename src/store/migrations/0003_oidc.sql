@@ -27,6 +27,7 @@ CREATE TABLE refresh_families (
     revoked_reason TEXT
 );
 CREATE INDEX refresh_families_user ON refresh_families (user_id);
+CREATE INDEX refresh_families_session ON refresh_families (session);
 
 CREATE TABLE refresh_tokens (
     -- SHA-256 of the token, base64url
