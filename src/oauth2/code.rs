@@ -158,10 +158,14 @@ pub async fn grant(
         .await
         .map_err(unavailable)?;
     let refresh_token = issue::new_refresh_token();
+    let user = issue::active_user(state, &grant.user_id)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_grant("the account is no longer active"))?;
     let issued = issue::build(
         state,
         view,
         &client,
+        &user,
         &user_grant,
         refresh_token.clone(),
         jti,

@@ -136,17 +136,18 @@ async fn own_family(
     if !token.starts_with("ghr_") {
         return Ok(None);
     }
-    let family = state
+    let presented = state
         .store
-        .family_of(&super::issue::refresh_hash(token))
+        .presented_refresh(&super::issue::refresh_hash(token))
         .await
         .map_err(|_| OAuthError::temporarily_unavailable("the store is unavailable"))?;
     let now = crate::now_unix();
-    Ok(family
-        .filter(|(f, used)| {
-            !used && f.client_id == caller && f.revoked_at.is_none() && f.expires_at > now
+    Ok(presented
+        .filter(|p| {
+            let f = &p.family;
+            !p.used && f.client_id == caller && f.revoked_at.is_none() && f.expires_at > now
         })
-        .map(|(f, _)| f))
+        .map(|p| p.family))
 }
 
 /// Whether the principal a token was issued to may still act: a service account that

@@ -94,7 +94,8 @@ pub async fn active_user(state: &AppState, user_id: &str) -> Result<Option<UserR
     Ok(user.filter(|u| u.email_verified && !u.disabled))
 }
 
-/// Builds the tokens of `grant` for `client`, with `refresh_token` as the refresh
+/// Builds the tokens of `grant` for `client` and the (active) `user`, with
+/// `refresh_token` as the refresh
 /// token. Nothing is stored or recorded: the caller commits the refresh token (a new
 /// family, or a rotation) and then calls [`record`], so a request refused on the way
 /// leaves every token as it was.
@@ -102,14 +103,12 @@ pub async fn build(
     state: &AppState,
     view: &View,
     client: &ClientRow,
+    user: &UserRow,
     grant: &UserGrant<'_>,
     refresh_token: String,
     jti: String,
 ) -> Result<Issued, OAuthError> {
     let now = crate::now_unix();
-    let user = active_user(state, grant.user_id)
-        .await?
-        .ok_or_else(|| OAuthError::invalid_grant("the account is no longer active"))?;
     let aud = audience(&state.issuer, view, client, grant.resource)?;
     let (want_roles, narrow) = role_scopes(grant.scopes);
     let claim = if want_roles {

@@ -14,7 +14,8 @@ use super::{OAuthError, client_auth, issue};
 use crate::ephemeral::EphemeralStore;
 use crate::server::AppState;
 use crate::server::events::AuthEvent;
-use crate::store::oidc::{FamilyRow, Redeemed};
+use crate::store::iam::ClientRow;
+use crate::store::oidc::FamilyRow;
 
 fn store_down<E>(_: E) -> OAuthError {
     OAuthError::temporarily_unavailable("the store is unavailable")
@@ -45,16 +46,19 @@ pub async fn grant(
     let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
     // Everything that can refuse the request is checked before the token is rotated,
     // so a refused request leaves it usable.
-    let family = state
+    let presented = state
         .store
-        .family_of(&old_hash)
+        .presented_refresh(&old_hash)
         .await
         .map_err(store_down)?
-        .map(|(f, _)| f)
-        .filter(|f| f.client_id == client.client_id)
+        .filter(|p| p.family.client_id == client.client_id)
         .ok_or_else(invalid)?;
+    let family = &presented.family;
     if family.revoked_at.is_some() || family.expires_at <= now {
         return Err(invalid());
+    }
+    if presented.used {
+        return reuse(state, &client, family, &old_hash, now).await;
     }
     let granted: Vec<String> = family.scope.split(' ').map(str::to_owned).collect();
     let scopes = match form.get("scope") {
@@ -82,14 +86,18 @@ pub async fn grant(
             ));
         }
     };
-    if issue::active_user(state, &family.user_id).await?.is_none() {
+    let Some(user) = presented
+        .user
+        .as_ref()
+        .filter(|u| u.email_verified && !u.disabled)
+    else {
         state
             .store
             .revoke_family(&family.id, "account_inactive", now)
             .await
             .map_err(store_down)?;
         return Err(invalid());
-    }
+    };
     // Without offline_access, the grant lasts as long as the browser session.
     if let Some(sid) = &family.session
         && state
@@ -116,30 +124,20 @@ pub async fn grant(
     };
     let new_token = issue::new_refresh_token();
     let jti = super::access_token::new_jti();
-    let issued = issue::build(state, view, &client, &grant, new_token.clone(), jti).await?;
-    match state
+    let issued = issue::build(state, view, &client, user, &grant, new_token.clone(), jti).await?;
+    let won = state
         .store
-        .rotate_refresh(
+        .rotate_presented(
             &old_hash,
             &issue::refresh_hash(&new_token),
-            &client.client_id,
+            &family.id,
+            presented.generation,
             now,
         )
         .await
-        .map_err(store_down)?
-    {
-        Redeemed::Rotated(_) => {}
-        Redeemed::Unknown | Redeemed::Dead(_) => return Err(invalid()),
-        Redeemed::Reused(f) => {
-            if state.config.refresh_reuse_grace_secs > 0
-                && !client.public_client
-                && let Some(response) = graced(state, &old_hash).await?
-            {
-                return Ok(response);
-            }
-            revoke_for_reuse(state, &f, now).await?;
-            return Err(invalid());
-        }
+        .map_err(store_down)?;
+    if !won {
+        return reuse(state, &client, family, &old_hash, now).await;
     }
     issue::record(state, &client, &family.user_id, &issued).await;
     let grace = state.config.refresh_reuse_grace_secs;
@@ -152,6 +150,27 @@ pub async fn grant(
             .map_err(store_down)?;
     }
     Ok(issued.response)
+}
+
+/// A rotated token presented again: the response of its rotation within the grace
+/// window (confidential clients only), else the family is revoked.
+async fn reuse(
+    state: &AppState,
+    client: &ClientRow,
+    family: &FamilyRow,
+    old_hash: &str,
+    now: i64,
+) -> Result<TokenResponse, OAuthError> {
+    if state.config.refresh_reuse_grace_secs > 0
+        && !client.public_client
+        && let Some(response) = graced(state, old_hash).await?
+    {
+        return Ok(response);
+    }
+    revoke_for_reuse(state, family, now).await?;
+    Err(OAuthError::invalid_grant(
+        "the refresh token is invalid, expired or revoked",
+    ))
 }
 
 /// The response given for a token rotated within the grace window. The request that

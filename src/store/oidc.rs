@@ -2,8 +2,9 @@
 //!
 //! A family starts at a code exchange and gains one token per refresh. Each token is
 //! stored by its hash; exchanging it marks it used in the same transaction that adds
-//! its successor, so of two concurrent exchanges exactly one wins, and presenting a
-//! used token again is recognized as reuse (the caller then revokes the family).
+//! its successor ([`Store::rotate_presented`]), so of two concurrent exchanges exactly
+//! one wins, and presenting a used token again is recognized as reuse (the caller then
+//! revokes the family).
 
 use sqlx::AnyConnection;
 
@@ -32,35 +33,7 @@ pub struct FamilyRow {
     pub revoked_at: Option<i64>,
 }
 
-/// What presenting a refresh token found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Redeemed {
-    /// The token was current: it is now used, and `new_hash` is the family's token.
-    Rotated(FamilyRow),
-    /// The token was already used (rotated away): a reuse.
-    Reused(FamilyRow),
-    /// The family is revoked or expired.
-    Dead(FamilyRow),
-    /// No such token.
-    Unknown,
-}
-
 type FamilyTuple = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    i64,
-    Option<String>,
-    i64,
-    Option<i64>,
-);
-
-/// A token's generation and use, then its family's columns.
-type TokenFamilyTuple = (
-    i64,
-    Option<i64>,
     String,
     String,
     String,
@@ -130,7 +103,106 @@ pub async fn revoke_user_families(
     Ok(done.rows_affected())
 }
 
+/// A refresh token as presented: its family, generation and use, and the family's
+/// user if the account still exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Presented {
+    /// The family.
+    pub family: FamilyRow,
+    /// The token's generation in the family.
+    pub generation: i64,
+    /// Whether it was already exchanged for its successor.
+    pub used: bool,
+    /// The family's user, when it still exists.
+    pub user: Option<crate::store::iam::UserRow>,
+}
+
+/// A token's generation and use, its family's columns, then the user's email, display
+/// name, password hash, verified and disabled flags (all null when the user is gone).
+type PresentedTuple = (
+    i64,
+    Option<i64>,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
 impl Store {
+    /// A refresh token with its family and user, in one query.
+    pub async fn presented_refresh(&self, hash: &str) -> Result<Option<Presented>> {
+        let row: Option<PresentedTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT t.generation, t.used_at, {FAMILY_COLUMNS}, u.email, u.display_name, \
+             u.password_hash, u.email_verified, u.disabled FROM refresh_tokens t \
+             JOIN refresh_families f ON f.id = t.family_id \
+             LEFT JOIN users u ON u.id = f.user_id WHERE t.token_hash = $1"
+        )))
+        .bind(hash)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(t) = row else {
+            return Ok(None);
+        };
+        let u = (t.11, t.12, t.13, t.14, t.15);
+        let family = family_from((t.2, t.3, t.4, t.5, t.6, t.7, t.8, t.9, t.10));
+        let user = match u {
+            (Some(email), Some(display_name), password_hash, Some(verified), Some(disabled)) => {
+                Some(crate::store::iam::UserRow {
+                    id: family.user_id.clone(),
+                    email,
+                    display_name,
+                    password_hash,
+                    email_verified: super::flag(verified),
+                    disabled: super::flag(disabled),
+                })
+            }
+            _ => None,
+        };
+        Ok(Some(Presented {
+            family,
+            generation: t.0,
+            used: t.1.is_some(),
+            user,
+        }))
+    }
+
+    /// Marks the token stored as `old_hash` (generation `generation` of `family`) used
+    /// and adds its successor, in one transaction; false when another exchange used it
+    /// first (the caller treats that as reuse).
+    pub async fn rotate_presented(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        family: &str,
+        generation: i64,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let won = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(old_hash)
+        .execute(&mut *tx)
+        .await?;
+        if won.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_token(&mut tx, new_hash, family, generation + 1, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// The scopes a user consented to for a client.
     pub async fn consent(&self, user_id: &str, client_id: &str) -> Result<Vec<String>> {
         let row: Option<(String,)> =
@@ -191,71 +263,6 @@ impl Store {
         insert_token(&mut tx, hash, &family.id, 0, now).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Exchanges the token stored as `old_hash` for one stored as `new_hash`, if it is
-    /// the family's current token, the family is alive and belongs to `client_id` (a
-    /// token of another client's family is [`Redeemed::Unknown`], and left as it is).
-    pub async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        client_id: &str,
-        now: i64,
-    ) -> Result<Redeemed> {
-        let mut tx = self.begin().await?;
-        let row: Option<TokenFamilyTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT t.generation, t.used_at, {FAMILY_COLUMNS} FROM refresh_tokens t \
-                 JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1"
-        )))
-        .bind(old_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(r) = row else {
-            return Ok(Redeemed::Unknown);
-        };
-        let (generation, used_at) = (r.0, r.1);
-        let family = family_from((r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10));
-        if family.client_id != client_id {
-            return Ok(Redeemed::Unknown);
-        }
-        if family.revoked_at.is_some() || family.expires_at <= now {
-            return Ok(Redeemed::Dead(family));
-        }
-        if used_at.is_some() {
-            return Ok(Redeemed::Reused(family));
-        }
-        let won = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
-        )
-        .bind(now)
-        .bind(old_hash)
-        .execute(&mut *tx)
-        .await?;
-        if won.rows_affected() != 1 {
-            return Ok(Redeemed::Reused(family));
-        }
-        insert_token(&mut tx, new_hash, &family.id, generation + 1, now).await?;
-        tx.commit().await?;
-        Ok(Redeemed::Rotated(family))
-    }
-
-    /// The family of a token, whatever its state, and whether the token was already
-    /// exchanged for its successor.
-    pub async fn family_of(&self, hash: &str) -> Result<Option<(FamilyRow, bool)>> {
-        let row: Option<TokenFamilyTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT t.generation, t.used_at, {FAMILY_COLUMNS} FROM refresh_tokens t \
-             JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1"
-        )))
-        .bind(hash)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|r| {
-            (
-                family_from((r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10)),
-                r.1.is_some(),
-            )
-        }))
     }
 
     /// Revokes a family; tells whether it was alive.

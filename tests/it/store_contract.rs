@@ -376,7 +376,7 @@ async fn bootstrap_is_idempotent_and_serialized(store: &Store) {
 
 /// Consents and refresh-token families.
 async fn oidc_rows(store: &Store) {
-    use gatehouse::store::oidc::{FamilyRow, Redeemed};
+    use gatehouse::store::oidc::FamilyRow;
     let now = 1_000;
     assert!(store.consent("u1", "app").await.expect("none").is_empty());
     let scopes = vec![
@@ -409,50 +409,64 @@ async fn oidc_rows(store: &Store) {
         .create_family(&family("f1", Some("s1")), "h0", now)
         .await
         .expect("family");
-    // a token of another client's family is unknown to the caller, and left alone
+    let p = store
+        .presented_refresh("h0")
+        .await
+        .expect("get")
+        .expect("h0");
     assert_eq!(
-        store
-            .rotate_refresh("h0", "x", "other", now)
-            .await
-            .expect("rotate"),
-        Redeemed::Unknown
+        (p.family, p.generation, p.used),
+        (family("f1", Some("s1")), 0, false)
     );
-    assert!(matches!(
-        store.rotate_refresh("h0", "h1", "app", now).await.expect("rotate"),
-        Redeemed::Rotated(f) if f.id == "f1"
-    ));
+    assert_eq!(p.user, None, "the user row does not exist here");
     assert!(
-        store.family_of("h0").await.expect("h0").expect("h0").1,
-        "h0 is used"
+        store
+            .presented_refresh("nope")
+            .await
+            .expect("get")
+            .is_none()
     );
     assert!(
-        !store.family_of("h1").await.expect("h1").expect("h1").1,
-        "h1 is current"
-    );
-    assert!(matches!(
-        store.rotate_refresh("h0", "h2", "app", now).await.expect("reuse"),
-        Redeemed::Reused(f) if f.id == "f1"
-    ));
-    assert_eq!(
         store
-            .rotate_refresh("nope", "h3", "app", now)
+            .rotate_presented("h0", "h1", "f1", 0, now)
             .await
-            .expect("unknown"),
-        Redeemed::Unknown
+            .expect("rotate")
     );
+    assert!(
+        store
+            .presented_refresh("h0")
+            .await
+            .expect("get")
+            .expect("h0")
+            .used
+    );
+    let p1 = store
+        .presented_refresh("h1")
+        .await
+        .expect("get")
+        .expect("h1");
+    assert_eq!((p1.generation, p1.used), (1, false));
+    assert!(
+        !store
+            .rotate_presented("h0", "h2", "f1", 0, now)
+            .await
+            .expect("reuse"),
+        "a used token does not rotate again"
+    );
+    assert!(store.presented_refresh("h2").await.expect("get").is_none());
     // of concurrent rotations of one token, exactly one wins
     let mut tasks = Vec::new();
     for i in 0..8 {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
-            s.rotate_refresh("h1", &format!("race{i}"), "app", now)
+            s.rotate_presented("h1", &format!("race{i}"), "f1", 1, now)
                 .await
                 .expect("rotate")
         }));
     }
     let mut won = 0;
     for t in tasks {
-        if matches!(t.await.expect("task"), Redeemed::Rotated(_)) {
+        if t.await.expect("task") {
             won += 1;
         }
     }
@@ -469,27 +483,12 @@ async fn oidc_rows(store: &Store) {
             .await
             .expect("again")
     );
-    for i in 0..8 {
-        let hash = format!("race{i}");
-        if let Some((f, _)) = store.family_of(&hash).await.expect("family") {
-            assert_eq!(f.revoked_at, Some(now));
-            assert!(matches!(
-                store
-                    .rotate_refresh(&hash, "later", "app", now)
-                    .await
-                    .expect("dead"),
-                Redeemed::Dead(_)
-            ));
-        }
-    }
-    // expired families are dead too
-    assert!(matches!(
-        store
-            .rotate_refresh("h0", "x", "app", now + 100)
-            .await
-            .expect("expired"),
-        Redeemed::Dead(_)
-    ));
+    let revoked = store
+        .presented_refresh("h1")
+        .await
+        .expect("get")
+        .expect("h1");
+    assert_eq!(revoked.family.revoked_at, Some(now));
     // logout ends the families of a session; a user's end with the account
     store
         .create_family(&family("f2", Some("s2")), "g0", now)
@@ -506,32 +505,25 @@ async fn oidc_rows(store: &Store) {
             .expect("logout"),
         1
     );
-    assert!(
+    let alive = |h: &'static str| async move {
         store
-            .family_of("k0")
+            .presented_refresh(h)
             .await
-            .expect("f3")
-            .expect("f3")
-            .0
+            .expect("get")
+            .expect("token")
+            .family
             .revoked_at
             .is_none()
-    );
+    };
+    assert!(!alive("g0").await);
+    assert!(alive("k0").await);
     let mut tx = store.begin().await.expect("begin");
     let n = gatehouse::store::oidc::revoke_user_families(&mut tx, "u1", "user_disabled", now)
         .await
         .expect("user");
     tx.commit().await.expect("commit");
     assert_eq!(n, 1, "only the live offline family was left");
-    assert!(
-        store
-            .family_of("k0")
-            .await
-            .expect("f3")
-            .expect("f3")
-            .0
-            .revoked_at
-            .is_some()
-    );
+    assert!(!alive("k0").await);
 }
 
 #[tokio::test]
