@@ -11,7 +11,7 @@
 //!   configured parameters.
 //!
 //! Server CPU time comes from /proc, so the driver's share of the two cores does not
-//! count against the server. `GATEHOUSE_BENCH_SECS` sets each run's length (default 10).
+//! count against the server. `OAUTH_BENCH_SECS` sets each run's length (default 10).
 
 mod common;
 
@@ -174,7 +174,7 @@ where
     F: Fn(S) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = (S, bool)> + Send,
 {
-    let secs: u64 = std::env::var("GATEHOUSE_BENCH_SECS")
+    let secs: u64 = std::env::var("OAUTH_BENCH_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);

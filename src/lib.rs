@@ -47,6 +47,12 @@ pub mod store;
 pub mod telemetry;
 pub mod ui;
 
+/// Milliseconds since the Unix epoch, for ordering events within one second.
+pub fn now_millis() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
 /// Seconds since the Unix epoch, the unit every stored timestamp uses.
 pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

@@ -134,7 +134,8 @@ pub async fn change(
     Ok(warnings)
 }
 
-/// Short-lived-state key of the time before which a user's sessions are void.
+/// Short-lived-state key of the time (milliseconds) up to which a user's sessions
+/// are void.
 pub fn sessions_void_key(user_id: &str) -> String {
     format!("sessions-void-before:{user_id}")
 }
@@ -147,7 +148,7 @@ pub const SESSIONS_VOID_TTL: std::time::Duration = std::time::Duration::from_sec
 /// does not bring them back.
 async fn end_sessions(ctx: &Ctx<'_>, user_id: &str) {
     use crate::ephemeral::EphemeralStore;
-    let now = ctx.now.to_string();
+    let now = crate::now_millis().to_string();
     if let Err(e) = ctx
         .ephemeral
         .put(

@@ -57,10 +57,24 @@ fn digest(code: &str) -> String {
     crate::crypto::b64(d.as_ref())
 }
 
+/// A grant as stored, with the names of what its exchange will issue, chosen now so
+/// that a replay can revoke them whenever it comes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    grant: CodeGrant,
+    family: String,
+    jti: String,
+}
+
 /// Stores a grant and returns its code.
 pub async fn issue(state: &AppState, grant: &CodeGrant) -> Result<String, EphemeralError> {
     let code = crate::crypto::b64(&crate::crypto::random_bytes::<32>());
-    let body = serde_json::to_vec(grant).unwrap_or_default();
+    let stored = Stored {
+        grant: grant.clone(),
+        family: uuid::Uuid::now_v7().to_string(),
+        jti: super::access_token::new_jti(),
+    };
+    let body = serde_json::to_vec(&stored).unwrap_or_default();
     state
         .ephemeral
         .put(&format!("code:{}", digest(&code)), &body, CODE_TTL)
@@ -89,19 +103,48 @@ pub async fn grant(
         .get("code")
         .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
     let hash = digest(code);
+    let invalid = || OAuthError::invalid_grant("the code is invalid, expired or already used");
     let Some(raw) = state
         .ephemeral
-        .take(&format!("code:{hash}"))
+        .get(&format!("code:{hash}"))
         .await
         .map_err(unavailable)?
     else {
-        reused(state, &hash, &client.client_id).await?;
-        return Err(OAuthError::invalid_grant(
-            "the code is invalid, expired or already used",
-        ));
+        // Gone: expired, or redeemed (its claim says what to revoke).
+        if let Some(marker) = state
+            .ephemeral
+            .get(&format!("code-used:{hash}"))
+            .await
+            .map_err(unavailable)?
+            .and_then(|raw| serde_json::from_slice::<Redeemed>(&raw).ok())
+        {
+            replayed(state, &hash, &marker, &client.client_id).await?;
+        }
+        return Err(invalid());
     };
-    let grant: CodeGrant = serde_json::from_slice(&raw)
-        .map_err(|_| OAuthError::invalid_grant("the code is invalid"))?;
+    let Stored { grant, family, jti } = serde_json::from_slice(&raw).map_err(|_| invalid())?;
+    // Exactly one exchange claims the code, atomically; every other one is a replay
+    // and revokes what the claim issues (or will issue: the names are chosen).
+    let marker = Redeemed {
+        family: Some(family.clone()),
+        jti: jti.clone(),
+        exp: crate::now_unix() + i64::try_from(state.config.access_token_ttl_secs).unwrap_or(0),
+    };
+    let keep = Duration::from_secs(state.config.access_token_ttl_secs + 60);
+    let claimed = state
+        .ephemeral
+        .put_if_absent(
+            &format!("code-used:{hash}"),
+            &serde_json::to_vec(&marker).unwrap_or_default(),
+            keep,
+        )
+        .await
+        .map_err(unavailable)?;
+    if !claimed {
+        replayed(state, &hash, &marker, &client.client_id).await?;
+        return Err(invalid());
+    }
+    let _ = state.ephemeral.delete(&format!("code:{hash}")).await;
     if grant.client_id != client.client_id {
         return Err(OAuthError::invalid_grant(
             "the code was issued to another client",
@@ -138,25 +181,6 @@ pub async fn grant(
         auth_time: grant.auth_time,
         sid: &grant.sid,
     };
-    // What this exchange will issue is named first and left behind at once, so that a
-    // replay arriving while it runs can revoke it.
-    let family = uuid::Uuid::now_v7().to_string();
-    let jti = super::access_token::new_jti();
-    let marker = Redeemed {
-        family: Some(family.clone()),
-        jti: jti.clone(),
-        exp: crate::now_unix() + i64::try_from(state.config.access_token_ttl_secs).unwrap_or(0),
-    };
-    let keep = Duration::from_secs(state.config.access_token_ttl_secs + 60);
-    state
-        .ephemeral
-        .put(
-            &format!("code-used:{hash}"),
-            &serde_json::to_vec(&marker).unwrap_or_default(),
-            keep,
-        )
-        .await
-        .map_err(unavailable)?;
     let refresh_token = issue::new_refresh_token();
     let user = issue::active_user(state, &grant.user_id)
         .await?
@@ -190,25 +214,19 @@ pub async fn grant(
 }
 
 /// A code presented again: flag it (for an exchange still running) and revoke what
-/// its first redemption issued.
-async fn reused(state: &AppState, hash: &str, client_id: &str) -> Result<(), OAuthError> {
-    let Some(raw) = state
-        .ephemeral
-        .get(&format!("code-used:{hash}"))
-        .await
-        .map_err(unavailable)?
-    else {
-        return Ok(());
-    };
+/// its claim issued.
+async fn replayed(
+    state: &AppState,
+    hash: &str,
+    marker: &Redeemed,
+    client_id: &str,
+) -> Result<(), OAuthError> {
     state
         .ephemeral
         .put(&format!("code-replayed:{hash}"), b"1", CODE_TTL * 2)
         .await
         .map_err(unavailable)?;
-    let Ok(marker) = serde_json::from_slice::<Redeemed>(&raw) else {
-        return Ok(());
-    };
-    undo(state, &marker, client_id).await
+    undo(state, marker, client_id).await
 }
 
 /// Revokes the family and the access token a redemption issued.

@@ -207,7 +207,7 @@ pub async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Option<C
         .map_err(|_| ())?
         .and_then(|v| String::from_utf8(v).ok())
         .and_then(|v| v.parse::<i64>().ok());
-    if void_before.is_some_and(|t| cur.session.auth_time <= t) {
+    if void_before.is_some_and(|t| cur.session.started_ms <= t) {
         let _ = session::end(state, &cur.sid).await;
         return Ok(None);
     }

@@ -246,6 +246,7 @@ pub async fn submit(
             user_id: user.id.clone(),
             auth_time: now,
             amr: vec!["pwd".into()],
+            started_ms: crate::now_millis(),
         },
     )
     .await

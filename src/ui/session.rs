@@ -33,6 +33,9 @@ pub struct Session {
     pub auth_time: i64,
     /// How (`pwd`).
     pub amr: Vec<String>,
+    /// When the session started, in milliseconds (orders it against a voiding).
+    #[serde(default)]
+    pub started_ms: i64,
 }
 
 /// A session found on a request: its hash (the `sid` of ID tokens, the key of its

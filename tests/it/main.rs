@@ -12,6 +12,7 @@ mod evaluator_sync;
 mod iam_ops;
 mod keys;
 mod lifecycle;
+mod oidc_flow;
 mod policies;
 mod readiness;
 mod roles_migrate;
