@@ -10,6 +10,8 @@
 //!   and shuts down gracefully.
 //! - [`http`]: the router ([`http::app`]), request ids, metrics and access logs,
 //!   health and readiness probes.
+//! - [`admin`]: the admin API under `/v1`: bearer tokens for the admin API, one
+//!   permission per route, RFC 9457 problems; the operations are [`access`]'s.
 //! - [`ui`]: the browser pages (login, consent, the authorization endpoint) rendered
 //!   from `templates/`, sessions and CSRF tokens.
 //! - [`oidc`]: discovery, the JWKS, ID tokens, userinfo and logout.
@@ -32,6 +34,7 @@
 //! - [`config`]: layered configuration (defaults, TOML file, `GATEHOUSE_*` variables).
 
 pub mod access;
+pub mod admin;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::server::AppState;
-use crate::{oauth2, oidc, ui};
+use crate::{admin, oauth2, oidc, ui};
 
 /// Largest request body accepted anywhere.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -56,6 +56,8 @@ pub fn app(state: AppState) -> Router {
             oidc::logout::PATH,
             get(oidc::logout::logout).post(oidc::logout::logout),
         )
+        .route("/v1", any(admin::dispatch))
+        .route("/v1/{*path}", any(admin::dispatch))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

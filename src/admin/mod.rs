@@ -1,0 +1,245 @@
+//! The admin API under `/v1` (DESIGN.md section 3): JSON in and out, bearer access
+//! tokens for the admin API only ([`auth`]), every route authorized by exactly one
+//! permission through the evaluator before anything else happens ([`routes`]),
+//! errors as RFC 9457 problems ([`problem`]). The operations themselves are the
+//! `access` layer's, which checks the invariants and writes one audited transaction.
+
+pub mod auth;
+pub mod problem;
+pub mod routes;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::access::{self, AccessError, Actor, Ctx, parse_member};
+use crate::iam::evaluator::{PrincipalKind, PrincipalRef};
+use crate::server::AppState;
+use crate::store::iam::ResourceRow;
+use problem::{Kind, Problem};
+use routes::{Op, Route};
+
+/// The largest request body the admin API reads.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Every request under `/v1`.
+pub async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match serve(&state, &method, uri.path(), &headers, &body).await {
+        Ok(r) => r,
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn serve(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, Problem> {
+    let actor = auth::caller(state, headers).await?;
+    let route = routes::resolve(method, path)?;
+    let view = state.view.load();
+    let view = view
+        .as_ref()
+        .as_ref()
+        .ok_or_else(|| Problem::new(Kind::Unavailable, "the server is starting"))?;
+    let ctx = Ctx {
+        store: &state.store,
+        evaluator: &view.evaluator,
+        ephemeral: &state.ephemeral,
+        now: crate::now_unix(),
+    };
+    if route.op != Op::Check {
+        ctx.require(&actor, &route.permission, &route.resource)?;
+    }
+    if body.len() > BODY_LIMIT {
+        return Err(Problem::new(
+            Kind::PayloadTooLarge,
+            format!("the body may have at most {BODY_LIMIT} bytes"),
+        ));
+    }
+    run(state, &ctx, &actor, route, headers, body).await
+}
+
+/// Parses a JSON body; the problem names the field at fault.
+fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Problem> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(Problem::new(
+            Kind::UnsupportedMediaType,
+            "send the body as application/json",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let message = e.to_string();
+        let field = message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.contains("field"))
+            .unwrap_or("body")
+            .to_owned();
+        Problem::field(field, message)
+    })
+}
+
+fn resource_json(r: &ResourceRow) -> Value {
+    json!({
+        "name": r.name,
+        "kind": r.kind,
+        "parent": r.parent,
+        "slug": r.slug,
+        "display_name": r.display_name,
+        "created_at": r.created_at,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewResource {
+    slug: String,
+    display_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPolicy {
+    etag: String,
+    bindings: Vec<access::policy::PolicyBinding>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckRequest {
+    principal: String,
+    permission: String,
+    resource: String,
+}
+
+async fn run(
+    state: &AppState,
+    ctx: &Ctx<'_>,
+    actor: &Actor,
+    route: Route,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, Problem> {
+    Ok(match route.op {
+        Op::CreateResource { parent, kind } => {
+            let b: NewResource = json_body(headers, body)?;
+            let row = access::resources::create(
+                ctx,
+                actor,
+                parent.as_deref(),
+                kind,
+                &b.slug,
+                &b.display_name,
+            )
+            .await?;
+            (StatusCode::CREATED, Json(resource_json(&row))).into_response()
+        }
+        Op::GetResource(name) => match state
+            .store
+            .resource(&name)
+            .await
+            .map_err(AccessError::from)?
+        {
+            Some(r) if r.deleted_at.is_none() => Json(resource_json(&r)).into_response(),
+            _ => return Err(AccessError::NotFound(name).into()),
+        },
+        Op::DeleteResource(name) => {
+            access::resources::delete(ctx, actor, &name).await?;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Op::GetPolicy(scope) => {
+            Json(access::policy::get(ctx, actor, &scope).await?).into_response()
+        }
+        Op::SetPolicy(scope) => {
+            let b: NewPolicy = json_body(headers, body)?;
+            let written = access::policy::set(ctx, actor, &scope, &b.etag, &b.bindings).await?;
+            Json(json!({
+                "etag": written.policy.etag,
+                "bindings": written.policy.bindings,
+                "warnings": problem::warnings(&written.warnings),
+            }))
+            .into_response()
+        }
+        Op::Access(name) => {
+            if name != crate::iam::names::ROOT && !resource_live(state, &name).await? {
+                return Err(AccessError::NotFound(name).into());
+            }
+            let holders = ctx.evaluator.holders(&name, ctx.now);
+            Json(json!({ "resource": name, "holders": holders })).into_response()
+        }
+        Op::Check => {
+            let b: CheckRequest = json_body(headers, body)?;
+            ctx.require(actor, &route.permission, &b.resource)?;
+            let principal = principal(state, &b.principal).await?;
+            let granted_by = ctx.evaluator.explain(
+                principal.kind,
+                &principal.id,
+                &b.permission,
+                &b.resource,
+                ctx.now,
+            );
+            Json(json!({ "allowed": !granted_by.is_empty(), "granted_by": granted_by }))
+                .into_response()
+        }
+    })
+}
+
+async fn resource_live(state: &AppState, name: &str) -> Result<bool, Problem> {
+    Ok(state
+        .store
+        .resource(name)
+        .await
+        .map_err(AccessError::from)?
+        .is_some_and(|r| r.deleted_at.is_none()))
+}
+
+/// A principal written like a policy member.
+async fn principal(state: &AppState, member: &str) -> Result<PrincipalRef, Problem> {
+    let (kind, key) = parse_member(member).ok_or_else(|| {
+        Problem::field(
+            "principal",
+            "write it like a policy member: user:<email>, serviceAccount:<client_id> or group:<name>",
+        )
+    })?;
+    let unknown = || Problem::new(Kind::NotFound, format!("{member} does not exist"));
+    let store_err = |e| Problem::from(AccessError::Store(e));
+    Ok(match kind {
+        PrincipalKind::User => {
+            let email = crate::bootstrap::normalize_email(key)
+                .map_err(|m| Problem::field("principal", m))?;
+            let u = state.store.user_by_email(&email).await.map_err(store_err)?;
+            PrincipalRef::user(u.ok_or_else(unknown)?.id)
+        }
+        PrincipalKind::ServiceAccount => {
+            let sa = state
+                .store
+                .service_account_by_client_id(key)
+                .await
+                .map_err(store_err)?;
+            PrincipalRef::service_account(sa.ok_or_else(unknown)?.id)
+        }
+        PrincipalKind::Group => {
+            let g = state.store.group_by_name(key).await.map_err(store_err)?;
+            PrincipalRef::group(g.ok_or_else(unknown)?.id)
+        }
+    })
+}

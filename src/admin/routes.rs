@@ -1,0 +1,321 @@
+//! The admin API's routes, resolved from the method and path alone (pure, so that
+//! every route and its one permission can be listed and tested): resources are
+//! addressed by name, `/v1/orgs/acme/projects/backend/policy` is the policy of
+//! `orgs/acme/projects/backend`.
+
+use axum::http::Method;
+
+use super::problem::{Kind as ProblemKind, Problem};
+use crate::iam::names::{self, Kind};
+
+/// One admin operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `POST /v1/orgs`, `POST /v1/{parent}/folders|projects|envs`.
+    CreateResource {
+        /// The parent; `None` for organizations.
+        parent: Option<String>,
+        /// What to create.
+        kind: Kind,
+    },
+    /// `GET /v1/{name}`.
+    GetResource(String),
+    /// `DELETE /v1/{name}`.
+    DeleteResource(String),
+    /// `GET /v1/{name}/policy`, `GET /v1/policy` (the instance root).
+    GetPolicy(String),
+    /// `PUT /v1/{name}/policy`, `PUT /v1/policy`.
+    SetPolicy(String),
+    /// `GET /v1/{name}/access`.
+    Access(String),
+    /// `POST /v1/check`; its permission applies to the body's `resource`.
+    Check,
+}
+
+/// A resolved route: the operation, and the one permission that authorizes it on
+/// `resource` (for [`Op::Check`], the resource comes from the body).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The operation.
+    pub op: Op,
+    /// The permission.
+    pub permission: String,
+    /// Where it is checked.
+    pub resource: String,
+}
+
+/// Every route, as (method, path template, permission template): the contract the
+/// route test walks, so that no route can be added unguarded. `{kind}` is the plural
+/// of the resource's kind (`organizations`, `folders`, `projects`, `environments`).
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    (
+        "POST",
+        "/v1/orgs",
+        "resourcemanager.organizations.create on *",
+    ),
+    (
+        "POST",
+        "/v1/{parent}/folders",
+        "resourcemanager.folders.create on {parent}",
+    ),
+    (
+        "POST",
+        "/v1/{parent}/projects",
+        "resourcemanager.projects.create on {parent}",
+    ),
+    (
+        "POST",
+        "/v1/{parent}/envs",
+        "resourcemanager.environments.create on {parent}",
+    ),
+    ("GET", "/v1/{name}", "resourcemanager.{kind}.get on {name}"),
+    (
+        "DELETE",
+        "/v1/{name}",
+        "resourcemanager.{kind}.delete on {name}",
+    ),
+    ("GET", "/v1/policy", "iam.policies.get on *"),
+    ("PUT", "/v1/policy", "iam.policies.set on *"),
+    ("GET", "/v1/{name}/policy", "iam.policies.get on {name}"),
+    ("PUT", "/v1/{name}/policy", "iam.policies.set on {name}"),
+    ("GET", "/v1/{name}/access", "iam.access.get on {name}"),
+    (
+        "POST",
+        "/v1/check",
+        "iam.access.check on the body's resource",
+    ),
+];
+
+fn plural(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Organization => "organizations",
+        Kind::Folder => "folders",
+        Kind::Project => "projects",
+        Kind::Environment => "environments",
+    }
+}
+
+fn not_found(path: &str) -> Problem {
+    Problem::new(ProblemKind::NotFound, format!("no admin API route {path}"))
+}
+
+fn method_not_allowed(method: &Method, path: &str) -> Problem {
+    Problem::new(
+        ProblemKind::MethodNotAllowed,
+        format!("{method} is not served on {path}"),
+    )
+}
+
+fn route(op: Op, permission: String, resource: &str) -> Result<Route, Problem> {
+    Ok(Route {
+        op,
+        permission,
+        resource: resource.to_owned(),
+    })
+}
+
+/// Resolves `method` and `path` (starting `/v1`).
+pub fn resolve(method: &Method, path: &str) -> Result<Route, Problem> {
+    let rest = path
+        .strip_prefix("/v1/")
+        .ok_or_else(|| not_found(path))?
+        .trim_end_matches('/');
+    let segments: Vec<&str> = rest.split('/').collect();
+    if rest.is_empty() || segments.iter().any(|s| s.is_empty()) {
+        return Err(not_found(path));
+    }
+    let m = method.clone();
+    match (segments.as_slice(), m) {
+        (["orgs"], Method::POST) => route(
+            Op::CreateResource {
+                parent: None,
+                kind: Kind::Organization,
+            },
+            "resourcemanager.organizations.create".into(),
+            names::ROOT,
+        ),
+        (["check"], Method::POST) => route(Op::Check, "iam.access.check".into(), ""),
+        (["policy"], Method::GET) => route(
+            Op::GetPolicy(names::ROOT.into()),
+            "iam.policies.get".into(),
+            names::ROOT,
+        ),
+        (["policy"], Method::PUT) => route(
+            Op::SetPolicy(names::ROOT.into()),
+            "iam.policies.set".into(),
+            names::ROOT,
+        ),
+        (["orgs"] | ["check"] | ["policy"], _) => Err(method_not_allowed(method, path)),
+        _ if segments.len().is_multiple_of(2) => {
+            let name = rest;
+            let parsed = names::parse(name).ok_or_else(|| not_found(path))?;
+            let kind = plural(parsed.kind);
+            match *method {
+                Method::GET => route(
+                    Op::GetResource(name.into()),
+                    format!("resourcemanager.{kind}.get"),
+                    name,
+                ),
+                Method::DELETE => route(
+                    Op::DeleteResource(name.into()),
+                    format!("resourcemanager.{kind}.delete"),
+                    name,
+                ),
+                _ => Err(method_not_allowed(method, path)),
+            }
+        }
+        _ => {
+            let (last, prefix) = segments.split_last().ok_or_else(|| not_found(path))?;
+            let name = prefix.join("/");
+            if names::parse(&name).is_none() {
+                return Err(not_found(path));
+            }
+            let child = match *last {
+                "folders" => Some(Kind::Folder),
+                "projects" => Some(Kind::Project),
+                "envs" => Some(Kind::Environment),
+                _ => None,
+            };
+            match (*last, child, method.clone()) {
+                (_, Some(kind), Method::POST) => route(
+                    Op::CreateResource {
+                        parent: Some(name.clone()),
+                        kind,
+                    },
+                    format!("resourcemanager.{}.create", plural(kind)),
+                    &name,
+                ),
+                ("policy", _, Method::GET) => route(
+                    Op::GetPolicy(name.clone()),
+                    "iam.policies.get".into(),
+                    &name,
+                ),
+                ("policy", _, Method::PUT) => route(
+                    Op::SetPolicy(name.clone()),
+                    "iam.policies.set".into(),
+                    &name,
+                ),
+                ("access", _, Method::GET) => {
+                    route(Op::Access(name.clone()), "iam.access.get".into(), &name)
+                }
+                ("policy" | "access", _, _) | (_, Some(_), _) => {
+                    Err(method_not_allowed(method, path))
+                }
+                _ => Err(not_found(path)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(method: Method, path: &str) -> (Op, String, String) {
+        let r = resolve(&method, path).unwrap_or_else(|e| panic!("{path}: {e:?}"));
+        (r.op, r.permission, r.resource)
+    }
+
+    #[test]
+    fn routes_resolve_to_one_permission_each() {
+        assert_eq!(
+            ok(Method::POST, "/v1/orgs"),
+            (
+                Op::CreateResource {
+                    parent: None,
+                    kind: Kind::Organization
+                },
+                "resourcemanager.organizations.create".into(),
+                "*".into()
+            )
+        );
+        assert_eq!(
+            ok(Method::POST, "/v1/orgs/acme/folders/ab/projects"),
+            (
+                Op::CreateResource {
+                    parent: Some("orgs/acme/folders/ab".into()),
+                    kind: Kind::Project
+                },
+                "resourcemanager.projects.create".into(),
+                "orgs/acme/folders/ab".into()
+            )
+        );
+        assert_eq!(
+            ok(Method::GET, "/v1/orgs/acme/projects/backend/envs/prod").1,
+            "resourcemanager.environments.get"
+        );
+        assert_eq!(
+            ok(Method::DELETE, "/v1/orgs/acme").1,
+            "resourcemanager.organizations.delete"
+        );
+        assert_eq!(
+            ok(Method::PUT, "/v1/orgs/acme/projects/backend/policy"),
+            (
+                Op::SetPolicy("orgs/acme/projects/backend".into()),
+                "iam.policies.set".into(),
+                "orgs/acme/projects/backend".into()
+            )
+        );
+        assert_eq!(ok(Method::GET, "/v1/policy").0, Op::GetPolicy("*".into()));
+        assert_eq!(
+            ok(Method::GET, "/v1/orgs/acme/access").0,
+            Op::Access("orgs/acme".into())
+        );
+        assert_eq!(ok(Method::POST, "/v1/check").0, Op::Check);
+    }
+
+    #[test]
+    fn unknown_paths_and_methods_are_told_apart() {
+        for path in [
+            "/v1/",
+            "/v1",
+            "/v1/nope",
+            "/v1/orgs/acme/nope",
+            "/v1/orgs//x",
+            "/v1/orgs/ACME",
+            "/v1/orgs/acme/widgets/x",
+            "/v2/orgs",
+        ] {
+            let e = resolve(&Method::GET, path).expect_err(path);
+            assert_eq!(e.kind, ProblemKind::NotFound, "{path}");
+        }
+        for (method, path) in [
+            (Method::GET, "/v1/orgs"),
+            (Method::PATCH, "/v1/policy"),
+            (Method::GET, "/v1/check"),
+            (Method::POST, "/v1/orgs/acme"),
+            (Method::DELETE, "/v1/orgs/acme/policy"),
+            (Method::GET, "/v1/orgs/acme/projects"),
+        ] {
+            let e = resolve(&method, path).expect_err(path);
+            assert_eq!(e.kind, ProblemKind::MethodNotAllowed, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn the_route_list_names_every_resolvable_route() {
+        // each listed route resolves with the permission it lists
+        let examples = [
+            ("POST", "/v1/orgs"),
+            ("POST", "/v1/orgs/ab/folders"),
+            ("POST", "/v1/orgs/ab/projects"),
+            ("POST", "/v1/orgs/ab/projects/pp/envs"),
+            ("GET", "/v1/orgs/ab"),
+            ("DELETE", "/v1/orgs/ab"),
+            ("GET", "/v1/policy"),
+            ("PUT", "/v1/policy"),
+            ("GET", "/v1/orgs/ab/policy"),
+            ("PUT", "/v1/orgs/ab/policy"),
+            ("GET", "/v1/orgs/ab/access"),
+            ("POST", "/v1/check"),
+        ];
+        assert_eq!(examples.len(), ROUTES.len());
+        for ((method, path), (m, _, permission)) in examples.iter().zip(ROUTES) {
+            assert_eq!(method, m);
+            let r = resolve(&method.parse().expect("method"), path).expect(path);
+            let listed = permission.split(' ').next().expect("permission");
+            let listed = listed.replace("{kind}", "organizations");
+            assert_eq!(r.permission, listed, "{method} {path}");
+        }
+    }
+}
