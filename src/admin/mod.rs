@@ -125,6 +125,39 @@ struct NewPolicy {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct NewUser {
+    email: String,
+    display_name: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    email_verified: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewServiceAccount {
+    slug: String,
+    display_name: String,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NewSecret {
+    #[serde(default)]
+    expires_at: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    public_key_pem: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CheckRequest {
     principal: String,
     permission: String,
@@ -185,6 +218,70 @@ async fn run(
             }
             let holders = ctx.evaluator.holders(&name, ctx.now);
             Json(json!({ "resource": name, "holders": holders })).into_response()
+        }
+        Op::CreateUser => {
+            let b: NewUser = json_body(headers, body)?;
+            let u = access::accounts::create_user(
+                ctx,
+                &state.passwords,
+                actor,
+                &b.email,
+                &b.display_name,
+                b.password,
+                b.email_verified,
+            )
+            .await?;
+            let out = json!({
+                "id": u.id, "email": u.email, "display_name": u.display_name,
+                "email_verified": u.email_verified, "disabled": u.disabled,
+            });
+            (StatusCode::CREATED, Json(out)).into_response()
+        }
+        Op::CreateServiceAccount(parent) => {
+            let b: NewServiceAccount = json_body(headers, body)?;
+            let sa = access::accounts::create_service_account(
+                ctx,
+                actor,
+                &parent,
+                &b.slug,
+                &b.display_name,
+                &b.description,
+            )
+            .await?;
+            let out = json!({
+                "id": sa.id, "name": sa.name, "client_id": sa.client_id, "parent": sa.parent,
+                "slug": sa.slug, "display_name": sa.display_name, "description": sa.description,
+                "disabled": sa.disabled,
+            });
+            (StatusCode::CREATED, Json(out)).into_response()
+        }
+        Op::MintSecret(account) => {
+            let b: NewSecret = if body.is_empty() {
+                NewSecret::default()
+            } else {
+                json_body(headers, body)?
+            };
+            let m = access::accounts::mint_secret(ctx, &state.kek, actor, &account, b.expires_at)
+                .await?;
+            let mut r = (
+                StatusCode::CREATED,
+                Json(json!({ "id": m.id, "client_secret": m.client_secret, "expires_at": m.expires_at })),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            );
+            r
+        }
+        Op::RevokeSecret(account, id) => {
+            access::accounts::revoke_secret(ctx, actor, &account, &id).await?;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Op::AddKey(account) => {
+            let b: NewKey = json_body(headers, body)?;
+            let id = access::accounts::add_key(ctx, actor, &account, &b.public_key_pem).await?;
+            (StatusCode::CREATED, Json(json!({ "id": id }))).into_response()
         }
         Op::Check => {
             let b: CheckRequest = json_body(headers, body)?;

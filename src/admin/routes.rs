@@ -30,6 +30,16 @@ pub enum Op {
     Access(String),
     /// `POST /v1/check`; its permission applies to the body's `resource`.
     Check,
+    /// `POST /v1/users`.
+    CreateUser,
+    /// `POST /v1/{parent}/service-accounts`.
+    CreateServiceAccount(String),
+    /// `POST /v1/{service account}/secrets`.
+    MintSecret(String),
+    /// `DELETE /v1/{service account}/secrets/{id}`.
+    RevokeSecret(String, String),
+    /// `POST /v1/{service account}/keys`.
+    AddKey(String),
 }
 
 /// A resolved route: the operation, and the one permission that authorizes it on
@@ -84,6 +94,27 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/check",
         "iam.access.check on the body's resource",
     ),
+    ("POST", "/v1/users", "iam.users.create on *"),
+    (
+        "POST",
+        "/v1/{parent}/service-accounts",
+        "iam.serviceAccounts.create on {parent}",
+    ),
+    (
+        "POST",
+        "/v1/{service account}/secrets",
+        "iam.serviceAccountKeys.create on {service account}",
+    ),
+    (
+        "DELETE",
+        "/v1/{service account}/secrets/{id}",
+        "iam.serviceAccountKeys.delete on {service account}",
+    ),
+    (
+        "POST",
+        "/v1/{service account}/keys",
+        "iam.serviceAccountKeys.create on {service account}",
+    ),
 ];
 
 fn plural(kind: Kind) -> &'static str {
@@ -124,8 +155,13 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Problem> {
     if rest.is_empty() || segments.iter().any(|s| s.is_empty()) {
         return Err(not_found(path));
     }
+    if let Some(at) = segments.iter().position(|s| *s == "service-accounts") {
+        return service_account_route(method, path, &segments, at);
+    }
     let m = method.clone();
     match (segments.as_slice(), m) {
+        (["users"], Method::POST) => route(Op::CreateUser, "iam.users.create".into(), names::ROOT),
+        (["users"], _) => Err(method_not_allowed(method, path)),
         (["orgs"], Method::POST) => route(
             Op::CreateResource {
                 parent: None,
@@ -207,6 +243,54 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Problem> {
     }
 }
 
+/// Routes of service accounts: `<parent>/service-accounts[/<slug>[/secrets[/<id>]|/keys]]`.
+fn service_account_route(
+    method: &Method,
+    path: &str,
+    segments: &[&str],
+    at: usize,
+) -> Result<Route, Problem> {
+    let parent = segments[..at].join("/");
+    let parent_kind = names::parse(&parent).map(|p| p.kind);
+    if !matches!(parent_kind, Some(Kind::Organization | Kind::Project)) {
+        return Err(not_found(path));
+    }
+    let rest = &segments[at + 1..];
+    let Some((slug, tail)) = rest.split_first() else {
+        return match *method {
+            Method::POST => route(
+                Op::CreateServiceAccount(parent.clone()),
+                "iam.serviceAccounts.create".into(),
+                &parent,
+            ),
+            _ => Err(method_not_allowed(method, path)),
+        };
+    };
+    if !names::valid_slug(slug) {
+        return Err(not_found(path));
+    }
+    let account = format!("{parent}/service-accounts/{slug}");
+    match (tail, method.clone()) {
+        (["secrets"], Method::POST) => route(
+            Op::MintSecret(account.clone()),
+            "iam.serviceAccountKeys.create".into(),
+            &account,
+        ),
+        (["secrets", id], Method::DELETE) if !id.is_empty() && id.len() <= 64 => route(
+            Op::RevokeSecret(account.clone(), (*id).to_owned()),
+            "iam.serviceAccountKeys.delete".into(),
+            &account,
+        ),
+        (["keys"], Method::POST) => route(
+            Op::AddKey(account.clone()),
+            "iam.serviceAccountKeys.create".into(),
+            &account,
+        ),
+        (["secrets"] | ["secrets", _] | ["keys"], _) => Err(method_not_allowed(method, path)),
+        _ => Err(not_found(path)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +346,29 @@ mod tests {
             Op::Access("orgs/acme".into())
         );
         assert_eq!(ok(Method::POST, "/v1/check").0, Op::Check);
+        assert_eq!(
+            ok(
+                Method::DELETE,
+                "/v1/orgs/acme/service-accounts/robot/secrets/s1"
+            ),
+            (
+                Op::RevokeSecret("orgs/acme/service-accounts/robot".into(), "s1".into()),
+                "iam.serviceAccountKeys.delete".into(),
+                "orgs/acme/service-accounts/robot".into()
+            )
+        );
+        for bad in [
+            "/v1/orgs/acme/folders/ff/service-accounts",
+            "/v1/service-accounts",
+            "/v1/orgs/acme/service-accounts/X/keys",
+            "/v1/orgs/acme/service-accounts/robot/nope",
+        ] {
+            assert_eq!(
+                resolve(&Method::POST, bad).expect_err(bad).kind,
+                ProblemKind::NotFound,
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -308,6 +415,14 @@ mod tests {
             ("PUT", "/v1/orgs/ab/policy"),
             ("GET", "/v1/orgs/ab/access"),
             ("POST", "/v1/check"),
+            ("POST", "/v1/users"),
+            ("POST", "/v1/orgs/ab/service-accounts"),
+            ("POST", "/v1/orgs/ab/service-accounts/robot/secrets"),
+            ("DELETE", "/v1/orgs/ab/service-accounts/robot/secrets/s1"),
+            (
+                "POST",
+                "/v1/orgs/ab/projects/pp/service-accounts/robot/keys",
+            ),
         ];
         assert_eq!(examples.len(), ROUTES.len());
         for ((method, path), (m, _, permission)) in examples.iter().zip(ROUTES) {
