@@ -158,6 +158,15 @@ struct NewKey {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct NewApi {
+    identifier: String,
+    display_name: String,
+    #[serde(default)]
+    permissions: Vec<crate::iam::permissions::Permission>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CheckRequest {
     principal: String,
     permission: String,
@@ -282,6 +291,47 @@ async fn run(
             let b: NewKey = json_body(headers, body)?;
             let id = access::accounts::add_key(ctx, actor, &account, &b.public_key_pem).await?;
             (StatusCode::CREATED, Json(json!({ "id": id }))).into_response()
+        }
+        Op::CreateGroup(org) => {
+            let b: NewResource = json_body(headers, body)?;
+            let g = access::definitions::create_group(ctx, actor, &org, &b.slug, &b.display_name)
+                .await?;
+            let out = json!({ "id": g.id, "name": g.name, "org": g.org, "slug": g.slug, "display_name": g.display_name });
+            (StatusCode::CREATED, Json(out)).into_response()
+        }
+        Op::AddMember(group, member) => {
+            access::groups::add_member(ctx, actor, &group, &member).await?;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Op::RemoveMember(group, member) => {
+            let warnings = access::groups::remove_member(ctx, actor, &group, &member).await?;
+            Json(json!({ "warnings": problem::warnings(&warnings) })).into_response()
+        }
+        Op::ListApis => {
+            let store_err = |e| Problem::from(AccessError::Store(e));
+            let mut apis = Vec::new();
+            for id in state.store.api_identifiers().await.map_err(store_err)? {
+                if let Some((display_name, permissions)) =
+                    state.store.api(&id).await.map_err(store_err)?
+                {
+                    apis.push(json!({ "identifier": id, "display_name": display_name, "permissions": permissions }));
+                }
+            }
+            Json(json!({ "apis": apis })).into_response()
+        }
+        Op::RegisterApi => {
+            let b: NewApi = json_body(headers, body)?;
+            access::definitions::register_api(
+                ctx,
+                actor,
+                &state.issuer,
+                &b.identifier,
+                &b.display_name,
+                &b.permissions,
+            )
+            .await?;
+            let out = json!({ "identifier": b.identifier, "display_name": b.display_name, "permissions": b.permissions });
+            (StatusCode::CREATED, Json(out)).into_response()
         }
         Op::Check => {
             let b: CheckRequest = json_body(headers, body)?;

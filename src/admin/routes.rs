@@ -40,6 +40,16 @@ pub enum Op {
     RevokeSecret(String, String),
     /// `POST /v1/{service account}/keys`.
     AddKey(String),
+    /// `POST /v1/orgs/{org}/groups`.
+    CreateGroup(String),
+    /// `PUT /v1/orgs/{org}/groups/{slug}/members/{member}`.
+    AddMember(String, String),
+    /// `DELETE /v1/orgs/{org}/groups/{slug}/members/{member}`.
+    RemoveMember(String, String),
+    /// `GET /v1/apis`.
+    ListApis,
+    /// `POST /v1/apis`.
+    RegisterApi,
 }
 
 /// A resolved route: the operation, and the one permission that authorizes it on
@@ -115,6 +125,23 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/{service account}/keys",
         "iam.serviceAccountKeys.create on {service account}",
     ),
+    (
+        "POST",
+        "/v1/orgs/{org}/groups",
+        "iam.groups.create on orgs/{org}",
+    ),
+    (
+        "PUT",
+        "/v1/orgs/{org}/groups/{slug}/members/{member}",
+        "iam.groupMembers.set on orgs/{org}/groups/{slug}",
+    ),
+    (
+        "DELETE",
+        "/v1/orgs/{org}/groups/{slug}/members/{member}",
+        "iam.groupMembers.set on orgs/{org}/groups/{slug}",
+    ),
+    ("GET", "/v1/apis", "iam.apis.list on *"),
+    ("POST", "/v1/apis", "iam.apis.create on *"),
 ];
 
 fn plural(kind: Kind) -> &'static str {
@@ -162,6 +189,35 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Problem> {
     match (segments.as_slice(), m) {
         (["users"], Method::POST) => route(Op::CreateUser, "iam.users.create".into(), names::ROOT),
         (["users"], _) => Err(method_not_allowed(method, path)),
+        (["apis"], Method::GET) => route(Op::ListApis, "iam.apis.list".into(), names::ROOT),
+        (["apis"], Method::POST) => route(Op::RegisterApi, "iam.apis.create".into(), names::ROOT),
+        (["apis"], _) => Err(method_not_allowed(method, path)),
+        (["orgs", org, "groups"], Method::POST) if names::valid_slug(org) => {
+            let org = format!("orgs/{org}");
+            route(
+                Op::CreateGroup(org.clone()),
+                "iam.groups.create".into(),
+                &org,
+            )
+        }
+        (["orgs", org, "groups", slug, "members", member], m @ (Method::PUT | Method::DELETE))
+            if names::valid_slug(org) && names::valid_slug(slug) =>
+        {
+            let group = format!("orgs/{org}/groups/{slug}");
+            let member = percent_encoding::percent_decode_str(member)
+                .decode_utf8()
+                .map_err(|_| not_found(path))?
+                .into_owned();
+            let op = if m == Method::PUT {
+                Op::AddMember(group.clone(), member)
+            } else {
+                Op::RemoveMember(group.clone(), member)
+            };
+            route(op, "iam.groupMembers.set".into(), &group)
+        }
+        (["orgs", _, "groups"] | ["orgs", _, "groups", _, "members", _], _) => {
+            Err(method_not_allowed(method, path))
+        }
         (["orgs"], Method::POST) => route(
             Op::CreateResource {
                 parent: None,
@@ -357,6 +413,14 @@ mod tests {
                 "orgs/acme/service-accounts/robot".into()
             )
         );
+        assert_eq!(
+            ok(
+                Method::PUT,
+                "/v1/orgs/acme/groups/ops/members/user:a%40b.example"
+            )
+            .0,
+            Op::AddMember("orgs/acme/groups/ops".into(), "user:a@b.example".into())
+        );
         for bad in [
             "/v1/orgs/acme/folders/ff/service-accounts",
             "/v1/service-accounts",
@@ -423,6 +487,14 @@ mod tests {
                 "POST",
                 "/v1/orgs/ab/projects/pp/service-accounts/robot/keys",
             ),
+            ("POST", "/v1/orgs/ab/groups"),
+            ("PUT", "/v1/orgs/ab/groups/ops/members/user:a%40b.example"),
+            (
+                "DELETE",
+                "/v1/orgs/ab/groups/ops/members/user:a%40b.example",
+            ),
+            ("GET", "/v1/apis"),
+            ("POST", "/v1/apis"),
         ];
         assert_eq!(examples.len(), ROUTES.len());
         for ((method, path), (m, _, permission)) in examples.iter().zip(ROUTES) {
