@@ -80,6 +80,39 @@ pub async fn create_user(
     Ok(user)
 }
 
+/// Changes a user's display name (`iam.users.update` on the instance).
+pub async fn rename_user(
+    ctx: &Ctx<'_>,
+    actor: &Actor,
+    id: &str,
+    display_name: &str,
+) -> Result<(), AccessError> {
+    ctx.require(actor, "iam.users.update", ROOT)?;
+    let name = display_name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(AccessError::Invalid {
+            field: "display_name".into(),
+            message: "must be 1 to 200 bytes".into(),
+        });
+    }
+    let mut tx = ctx.store.begin().await?;
+    let seq = store::bump_change(&mut tx, "user", id).await?;
+    if !iam::set_user_display_name(&mut tx, id, name).await? {
+        return Err(AccessError::NotFound(format!("user:{id}")));
+    }
+    super::finish(
+        ctx,
+        tx,
+        seq,
+        actor,
+        "user.update",
+        &format!("user:{id}"),
+        ROOT,
+        json!({ "display_name": name }),
+    )
+    .await
+}
+
 /// Creates a service account in an organization or project
 /// (`iam.serviceAccounts.create` there).
 pub async fn create_service_account(

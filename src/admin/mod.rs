@@ -35,7 +35,7 @@ pub async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match serve(&state, &method, uri.path(), &headers, &body).await {
+    match serve(&state, &method, &uri, &headers, &body).await {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }
@@ -44,12 +44,12 @@ pub async fn dispatch(
 async fn serve(
     state: &AppState,
     method: &Method,
-    path: &str,
+    uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, Problem> {
     let actor = auth::caller(state, headers).await?;
-    let route = routes::resolve(method, path)?;
+    let route = routes::resolve(method, uri.path())?;
     let view = state.view.load();
     let view = view
         .as_ref()
@@ -70,7 +70,7 @@ async fn serve(
             format!("the body may have at most {BODY_LIMIT} bytes"),
         ));
     }
-    run(state, &ctx, &actor, route, headers, body).await
+    run(state, &ctx, &actor, route, uri.query(), headers, body).await
 }
 
 /// Parses a JSON body; the problem names the field at fault.
@@ -136,6 +136,22 @@ struct NewUser {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct UserPatch {
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    disabled: Option<bool>,
+}
+
+fn user_json(u: &crate::store::iam::UserRow) -> Value {
+    json!({
+        "id": u.id, "email": u.email, "display_name": u.display_name,
+        "email_verified": u.email_verified, "disabled": u.disabled,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewServiceAccount {
     slug: String,
     display_name: String,
@@ -178,6 +194,7 @@ async fn run(
     ctx: &Ctx<'_>,
     actor: &Actor,
     route: Route,
+    query: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, Problem> {
@@ -240,11 +257,81 @@ async fn run(
                 b.email_verified,
             )
             .await?;
-            let out = json!({
-                "id": u.id, "email": u.email, "display_name": u.display_name,
-                "email_verified": u.email_verified, "disabled": u.disabled,
-            });
-            (StatusCode::CREATED, Json(out)).into_response()
+            (StatusCode::CREATED, Json(user_json(&u))).into_response()
+        }
+        Op::FindUser => {
+            let email = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "email")
+                .map(|(_, v)| v.into_owned())
+                .ok_or_else(|| Problem::field("email", "GET /v1/users needs ?email="))?;
+            let email = crate::bootstrap::normalize_email(&email)
+                .map_err(|m| Problem::field("email", m))?;
+            let users: Vec<Value> = state
+                .store
+                .user_by_email(&email)
+                .await
+                .map_err(AccessError::from)?
+                .iter()
+                .map(user_json)
+                .collect();
+            Json(json!({ "users": users })).into_response()
+        }
+        Op::UpdateUser(id) => {
+            let b: UserPatch = json_body(headers, body)?;
+            if b.display_name.is_none() && b.disabled.is_none() {
+                return Err(Problem::field(
+                    "body",
+                    "give display_name or disabled (or both)",
+                ));
+            }
+            // Checked first, so that the two changes below cannot half happen for a bad
+            // name; the one that can be refused by an invariant goes first.
+            if b.display_name
+                .as_ref()
+                .is_some_and(|n| n.trim().is_empty() || n.trim().len() > 200)
+            {
+                return Err(Problem::field("display_name", "must be 1 to 200 bytes"));
+            }
+            ctx.require(actor, "iam.users.update", crate::iam::names::ROOT)?;
+            let mut warnings = Vec::new();
+            if let Some(disabled) = b.disabled {
+                let change = if disabled {
+                    access::principals::Change::Disable
+                } else {
+                    access::principals::Change::Enable
+                };
+                warnings = access::principals::change(
+                    ctx,
+                    actor,
+                    &PrincipalRef::user(id.clone()),
+                    crate::iam::names::ROOT,
+                    change,
+                )
+                .await?;
+            }
+            if let Some(name) = &b.display_name {
+                access::accounts::rename_user(ctx, actor, &id, name).await?;
+            }
+            let user = state
+                .store
+                .user_by_id(&id)
+                .await
+                .map_err(AccessError::from)?
+                .ok_or_else(|| AccessError::NotFound(format!("user:{id}")))?;
+            let mut out = user_json(&user);
+            out["warnings"] = problem::warnings(&warnings);
+            Json(out).into_response()
+        }
+        Op::DeleteUser(id) => {
+            access::principals::change(
+                ctx,
+                actor,
+                &PrincipalRef::user(id),
+                crate::iam::names::ROOT,
+                access::principals::Change::Delete,
+            )
+            .await?;
+            StatusCode::NO_CONTENT.into_response()
         }
         Op::CreateServiceAccount(parent) => {
             let b: NewServiceAccount = json_body(headers, body)?;

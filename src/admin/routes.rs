@@ -32,6 +32,12 @@ pub enum Op {
     Check,
     /// `POST /v1/users`.
     CreateUser,
+    /// `GET /v1/users?email=`.
+    FindUser,
+    /// `PATCH /v1/users/{id}`.
+    UpdateUser(String),
+    /// `DELETE /v1/users/{id}`.
+    DeleteUser(String),
     /// `POST /v1/{parent}/service-accounts`.
     CreateServiceAccount(String),
     /// `POST /v1/{service account}/secrets`.
@@ -105,6 +111,9 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "iam.access.check on the body's resource",
     ),
     ("POST", "/v1/users", "iam.users.create on *"),
+    ("GET", "/v1/users?email={email}", "iam.users.get on *"),
+    ("PATCH", "/v1/users/{id}", "iam.users.update on *"),
+    ("DELETE", "/v1/users/{id}", "iam.users.delete on *"),
     (
         "POST",
         "/v1/{parent}/service-accounts",
@@ -188,7 +197,22 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Problem> {
     let m = method.clone();
     match (segments.as_slice(), m) {
         (["users"], Method::POST) => route(Op::CreateUser, "iam.users.create".into(), names::ROOT),
+        (["users"], Method::GET) => route(Op::FindUser, "iam.users.get".into(), names::ROOT),
+        (["users", id], Method::PATCH) if uuid::Uuid::parse_str(id).is_ok() => route(
+            Op::UpdateUser((*id).to_owned()),
+            "iam.users.update".into(),
+            names::ROOT,
+        ),
+        (["users", id], Method::DELETE) if uuid::Uuid::parse_str(id).is_ok() => route(
+            Op::DeleteUser((*id).to_owned()),
+            "iam.users.delete".into(),
+            names::ROOT,
+        ),
         (["users"], _) => Err(method_not_allowed(method, path)),
+        (["users", id], _) if uuid::Uuid::parse_str(id).is_ok() => {
+            Err(method_not_allowed(method, path))
+        }
+        (["users", _], _) => Err(not_found(path)),
         (["apis"], Method::GET) => route(Op::ListApis, "iam.apis.list".into(), names::ROOT),
         (["apis"], Method::POST) => route(Op::RegisterApi, "iam.apis.create".into(), names::ROOT),
         (["apis"], _) => Err(method_not_allowed(method, path)),
@@ -480,6 +504,9 @@ mod tests {
             ("GET", "/v1/orgs/ab/access"),
             ("POST", "/v1/check"),
             ("POST", "/v1/users"),
+            ("GET", "/v1/users"),
+            ("PATCH", "/v1/users/0b2f8f6e-3c1a-4d7e-9f10-2a3b4c5d6e7f"),
+            ("DELETE", "/v1/users/0b2f8f6e-3c1a-4d7e-9f10-2a3b4c5d6e7f"),
             ("POST", "/v1/orgs/ab/service-accounts"),
             ("POST", "/v1/orgs/ab/service-accounts/robot/secrets"),
             ("DELETE", "/v1/orgs/ab/service-accounts/robot/secrets/s1"),

@@ -413,6 +413,17 @@ impl Store {
     }
 }
 
+/// Renames a user; tells whether it exists.
+pub async fn set_user_display_name(tx: &mut AnyConnection, id: &str, name: &str) -> Result<bool> {
+    let done = sqlx::query("UPDATE users SET display_name = $1, updated_at = $2 WHERE id = $3")
+        .bind(name)
+        .bind(crate::now_unix())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// Changes the role of a binding (role migration); tells whether it existed.
 pub async fn set_binding_role(tx: &mut AnyConnection, id: &str, role: &str) -> Result<bool> {
     let done = sqlx::query("UPDATE role_bindings SET role = $1 WHERE id = $2")
