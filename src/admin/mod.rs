@@ -61,8 +61,16 @@ async fn serve(
         ephemeral: &state.ephemeral,
         now: crate::now_unix(),
     };
+    // The route's one permission, before anything else; for the audit log it applies
+    // to the scope asked about.
+    let at = match route.op {
+        Op::AuditEvents => {
+            query_param(uri.query(), "scope").unwrap_or_else(|| route.resource.clone())
+        }
+        _ => route.resource.clone(),
+    };
     if route.op != Op::Check {
-        ctx.require(&actor, &route.permission, &route.resource)?;
+        ctx.require(&actor, &route.permission, &at)?;
     }
     if body.len() > BODY_LIMIT {
         return Err(Problem::new(
@@ -72,6 +80,16 @@ async fn serve(
     }
     run(state, &ctx, &actor, route, uri.query(), headers, body).await
 }
+
+/// A query parameter.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, v)| k == name && !v.is_empty())
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Largest page of a list.
+const MAX_PAGE: i64 = 500;
 
 /// Parses a JSON body; the problem names the field at fault.
 fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Problem> {
@@ -393,6 +411,45 @@ async fn run(
         Op::RemoveMember(group, member) => {
             let warnings = access::groups::remove_member(ctx, actor, &group, &member).await?;
             Json(json!({ "warnings": problem::warnings(&warnings) })).into_response()
+        }
+        Op::AuditEvents => {
+            let since = match query_param(query, "since") {
+                None => None,
+                Some(v) => Some(
+                    v.parse::<i64>()
+                        .map_err(|_| Problem::field("since", "give Unix seconds"))?,
+                ),
+            };
+            let limit = match query_param(query, "limit") {
+                None => 100,
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| Problem::field("limit", format!("1 to {MAX_PAGE}")))?,
+            };
+            let after = match query_param(query, "cursor") {
+                None => None,
+                Some(c) => Some(
+                    crate::crypto::unb64(&c)
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .ok_or_else(|| Problem::field("cursor", "not a cursor from this API"))?,
+                ),
+            };
+            let filter = crate::store::audit::AuditFilter {
+                scope: query_param(query, "scope"),
+                actor: query_param(query, "actor"),
+                since,
+            };
+            let events = state
+                .store
+                .audit_page(&filter, after.as_deref(), limit)
+                .await
+                .map_err(AccessError::from)?;
+            let next = (events.len() as i64 == limit)
+                .then(|| events.last().map(|e| crate::crypto::b64(e.id.as_bytes())))
+                .flatten();
+            Json(json!({ "events": events, "next_cursor": next })).into_response()
         }
         Op::ListApis => {
             let store_err = |e| Problem::from(AccessError::Store(e));

@@ -54,6 +54,8 @@ pub enum Op {
     RemoveMember(String, String),
     /// `GET /v1/apis`.
     ListApis,
+    /// `GET /v1/audit-events?scope=&actor=&since=&cursor=&limit=`; checked on `scope`.
+    AuditEvents,
     /// `POST /v1/apis`.
     RegisterApi,
 }
@@ -150,6 +152,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "iam.groupMembers.set on orgs/{org}/groups/{slug}",
     ),
     ("GET", "/v1/apis", "iam.apis.list on *"),
+    (
+        "GET",
+        "/v1/audit-events?scope={scope}",
+        "iam.auditEvents.list on {scope} (default *)",
+    ),
     ("POST", "/v1/apis", "iam.apis.create on *"),
 ];
 
@@ -216,6 +223,10 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Problem> {
         (["apis"], Method::GET) => route(Op::ListApis, "iam.apis.list".into(), names::ROOT),
         (["apis"], Method::POST) => route(Op::RegisterApi, "iam.apis.create".into(), names::ROOT),
         (["apis"], _) => Err(method_not_allowed(method, path)),
+        (["audit-events"], Method::GET) => {
+            route(Op::AuditEvents, "iam.auditEvents.list".into(), names::ROOT)
+        }
+        (["audit-events"], _) => Err(method_not_allowed(method, path)),
         (["orgs", org, "groups"], Method::POST) if names::valid_slug(org) => {
             let org = format!("orgs/{org}");
             route(
@@ -521,6 +532,7 @@ mod tests {
                 "/v1/orgs/ab/groups/ops/members/user:a%40b.example",
             ),
             ("GET", "/v1/apis"),
+            ("GET", "/v1/audit-events"),
             ("POST", "/v1/apis"),
         ];
         assert_eq!(examples.len(), ROUTES.len());

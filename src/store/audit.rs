@@ -79,7 +79,43 @@ type Row = (
     Option<String>,
 );
 
+/// Which audit events to list.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Events in this scope or beneath it (`*` or `None`: all).
+    pub scope: Option<String>,
+    /// Events by this actor, exactly as written (`user:<email>`, ...).
+    pub actor: Option<String>,
+    /// Events at or after this time (Unix seconds).
+    pub since: Option<i64>,
+}
+
 impl Store {
+    /// A page of audit events matching `filter` after `after_id` (exclusive), oldest
+    /// first, at most `limit`.
+    pub async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        after_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>> {
+        let scope = filter.scope.as_deref().filter(|s| *s != "*");
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, seq, at, actor, action, target, scope, before_state, after_state \
+             FROM audit_events WHERE id > $1 \
+             AND ($2 = '' OR scope = $2 OR substr(scope, 1, length($2) + 1) = $2 || '/') \
+             AND ($3 = '' OR actor = $3) AND at >= $4 ORDER BY id LIMIT $5",
+        )
+        .bind(after_id.unwrap_or(""))
+        .bind(scope.unwrap_or(""))
+        .bind(filter.actor.as_deref().unwrap_or(""))
+        .bind(filter.since.unwrap_or(0))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(event_from).collect())
+    }
+
     /// Audit events after `after_id` (exclusive), oldest first, at most `limit`.
     pub async fn audit_events(
         &self,
@@ -94,21 +130,20 @@ impl Store {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, seq, at, actor, action, target, scope, before, after)| AuditEvent {
-                    id,
-                    seq,
-                    at,
-                    actor,
-                    action,
-                    target,
-                    scope,
-                    before: before.and_then(|s| serde_json::from_str(&s).ok()),
-                    after: after.and_then(|s| serde_json::from_str(&s).ok()),
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(event_from).collect())
+    }
+}
+
+fn event_from((id, seq, at, actor, action, target, scope, before, after): Row) -> AuditEvent {
+    AuditEvent {
+        id,
+        seq,
+        at,
+        actor,
+        action,
+        target,
+        scope,
+        before: before.and_then(|s| serde_json::from_str(&s).ok()),
+        after: after.and_then(|s| serde_json::from_str(&s).ok()),
     }
 }
