@@ -7,6 +7,7 @@
 //! of one policy are caught by its etag.
 
 pub mod accounts;
+pub mod clients;
 pub mod definitions;
 pub mod groups;
 pub mod invitations;

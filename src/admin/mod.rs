@@ -192,6 +192,18 @@ struct NewKey {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct NewClient {
+    display_name: String,
+    redirect_uris: Vec<String>,
+    public: bool,
+    #[serde(default)]
+    default_api: Option<String>,
+    #[serde(default)]
+    first_party: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewApi {
     identifier: String,
     display_name: String,
@@ -450,6 +462,37 @@ async fn run(
                 .then(|| events.last().map(|e| crate::crypto::b64(e.id.as_bytes())))
                 .flatten();
             Json(json!({ "events": events, "next_cursor": next })).into_response()
+        }
+        Op::CreateClient(parent) => {
+            let b: NewClient = json_body(headers, body)?;
+            let created = access::clients::create(
+                ctx,
+                &state.kek,
+                actor,
+                &state.issuer,
+                &parent,
+                access::clients::NewClient {
+                    display_name: b.display_name,
+                    redirect_uris: b.redirect_uris,
+                    public: b.public,
+                    default_api: b.default_api,
+                    first_party: b.first_party,
+                },
+            )
+            .await?;
+            let c = &created.client;
+            let out = json!({
+                "client_id": c.client_id, "client_secret": created.client_secret,
+                "parent": c.parent, "display_name": c.display_name,
+                "redirect_uris": c.redirect_uris, "public": c.public_client,
+                "first_party": c.first_party, "default_api": c.default_api,
+            });
+            let mut r = (StatusCode::CREATED, Json(out)).into_response();
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            );
+            r
         }
         Op::ListApis => {
             let store_err = |e| Problem::from(AccessError::Store(e));

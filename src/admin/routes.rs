@@ -52,6 +52,8 @@ pub enum Op {
     AddMember(String, String),
     /// `DELETE /v1/orgs/{org}/groups/{slug}/members/{member}`.
     RemoveMember(String, String),
+    /// `POST /v1/{parent}/clients`.
+    CreateClient(String),
     /// `GET /v1/apis`.
     ListApis,
     /// `GET /v1/audit-events?scope=&actor=&since=&cursor=&limit=`; checked on `scope`.
@@ -150,6 +152,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "DELETE",
         "/v1/orgs/{org}/groups/{slug}/members/{member}",
         "iam.groupMembers.set on orgs/{org}/groups/{slug}",
+    ),
+    (
+        "POST",
+        "/v1/{parent}/clients",
+        "iam.clients.create on {parent}",
     ),
     ("GET", "/v1/apis", "iam.apis.list on *"),
     (
@@ -312,6 +319,11 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Problem> {
                     format!("resourcemanager.{}.create", plural(kind)),
                     &name,
                 ),
+                ("clients", _, Method::POST) => route(
+                    Op::CreateClient(name.clone()),
+                    "iam.clients.create".into(),
+                    &name,
+                ),
                 ("policy", _, Method::GET) => route(
                     Op::GetPolicy(name.clone()),
                     "iam.policies.get".into(),
@@ -325,7 +337,7 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Problem> {
                 ("access", _, Method::GET) => {
                     route(Op::Access(name.clone()), "iam.access.get".into(), &name)
                 }
-                ("policy" | "access", _, _) | (_, Some(_), _) => {
+                ("policy" | "access" | "clients", _, _) | (_, Some(_), _) => {
                     Err(method_not_allowed(method, path))
                 }
                 _ => Err(not_found(path)),
@@ -531,6 +543,7 @@ mod tests {
                 "DELETE",
                 "/v1/orgs/ab/groups/ops/members/user:a%40b.example",
             ),
+            ("POST", "/v1/orgs/ab/clients"),
             ("GET", "/v1/apis"),
             ("GET", "/v1/audit-events"),
             ("POST", "/v1/apis"),
