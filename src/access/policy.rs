@@ -17,7 +17,7 @@ use crate::store::directory::{self, InvitationRow, PolicyRow};
 use crate::store::{self, audit, iam};
 
 /// One entry of a policy.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBinding {
     /// The role.

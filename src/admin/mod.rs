@@ -5,6 +5,8 @@
 //! `access` layer's, which checks the invariants and writes one audited transaction.
 
 pub mod auth;
+pub mod bodies;
+pub mod openapi;
 pub mod problem;
 pub mod routes;
 
@@ -13,7 +15,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -21,6 +22,7 @@ use crate::access::{self, AccessError, Actor, Ctx, parse_member};
 use crate::iam::evaluator::{PrincipalKind, PrincipalRef};
 use crate::server::AppState;
 use crate::store::iam::ResourceRow;
+use bodies::*;
 use problem::{Kind, Problem};
 use routes::{Op, Route};
 
@@ -48,6 +50,9 @@ async fn serve(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, Problem> {
+    if method == Method::GET && uri.path() == openapi::PATH {
+        return Ok(Json(openapi::document(&state.issuer)).into_response());
+    }
     let actor = auth::caller(state, headers).await?;
     let route = routes::resolve(method, uri.path())?;
     let view = state.view.load();
@@ -127,96 +132,11 @@ fn resource_json(r: &ResourceRow) -> Value {
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewResource {
-    slug: String,
-    display_name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewPolicy {
-    etag: String,
-    bindings: Vec<access::policy::PolicyBinding>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewUser {
-    email: String,
-    display_name: String,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    email_verified: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserPatch {
-    #[serde(default)]
-    display_name: Option<String>,
-    #[serde(default)]
-    disabled: Option<bool>,
-}
-
 fn user_json(u: &crate::store::iam::UserRow) -> Value {
     json!({
         "id": u.id, "email": u.email, "display_name": u.display_name,
         "email_verified": u.email_verified, "disabled": u.disabled,
     })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewServiceAccount {
-    slug: String,
-    display_name: String,
-    #[serde(default)]
-    description: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct NewSecret {
-    #[serde(default)]
-    expires_at: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewKey {
-    public_key_pem: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewClient {
-    display_name: String,
-    redirect_uris: Vec<String>,
-    public: bool,
-    #[serde(default)]
-    default_api: Option<String>,
-    #[serde(default)]
-    first_party: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewApi {
-    identifier: String,
-    display_name: String,
-    #[serde(default)]
-    permissions: Vec<crate::iam::permissions::Permission>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CheckRequest {
-    principal: String,
-    permission: String,
-    resource: String,
 }
 
 async fn run(

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 /// A registered permission.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct Permission {
     /// `service.resource.verb`.
     pub name: String,

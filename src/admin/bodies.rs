@@ -1,0 +1,131 @@
+//! The request bodies of the admin API. Unknown fields are refused; the doc comments
+//! are the field descriptions of the OpenAPI document.
+
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::access::policy::PolicyBinding;
+use crate::iam::permissions::Permission;
+
+/// A new organization, folder, project or environment.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewResource {
+    /// The last segment of its name: `[a-z0-9][a-z0-9-]{1,62}`, never changed.
+    pub slug: String,
+    /// A name for people, 1 to 200 bytes.
+    pub display_name: String,
+}
+
+/// A whole policy, written with the etag it was read with.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPolicy {
+    /// The etag of the policy this write replaces; a stale one is refused.
+    pub etag: String,
+    /// Every binding of the resource after the write.
+    pub bindings: Vec<PolicyBinding>,
+}
+
+/// A new user.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// The email address, the username.
+    pub email: String,
+    /// A name for people.
+    pub display_name: String,
+    /// An initial password (8 to 1024 bytes); without one the account cannot log in
+    /// with a password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Whether the email address is known to be the user's.
+    #[serde(default)]
+    pub email_verified: bool,
+}
+
+/// A change to a user; at least one field.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    /// A new display name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Disable (revokes sessions and refresh tokens at once) or enable.
+    #[serde(default)]
+    pub disabled: Option<bool>,
+}
+
+/// A new service account.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewServiceAccount {
+    /// The last segment of its name.
+    pub slug: String,
+    /// A name for people.
+    pub display_name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A new client secret of a service account (the body may be empty).
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSecret {
+    /// When it stops working (Unix seconds); none: never.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+/// A public key for `private_key_jwt`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// PEM (SPKI) of an RSA, P-256 or Ed25519 public key.
+    pub public_key_pem: String,
+}
+
+/// A new OAuth client for browser login.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewClient {
+    /// Shown on the consent page.
+    pub display_name: String,
+    /// https, http on loopback, or a private-use scheme of a native app.
+    pub redirect_uris: Vec<String>,
+    /// A public client has no secret and must use PKCE.
+    pub public: bool,
+    /// The API its access tokens are for by default.
+    #[serde(default)]
+    pub default_api: Option<String>,
+    /// No consent screen; instance owners only.
+    #[serde(default)]
+    pub first_party: bool,
+}
+
+/// A new API and its permissions.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApi {
+    /// Its identifier, the `aud` of tokens for it (`resource` in token requests).
+    pub identifier: String,
+    /// A name for people.
+    pub display_name: String,
+    /// Its permissions, `service.resource.verb`.
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
+}
+
+/// A permission check.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// Written like a policy member: `user:<email>`, `serviceAccount:<client_id>`,
+    /// `group:<name>`.
+    pub principal: String,
+    /// The permission.
+    pub permission: String,
+    /// The resource name.
+    pub resource: String,
+}
