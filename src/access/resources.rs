@@ -148,6 +148,45 @@ pub async fn create(
     Ok(row)
 }
 
+/// Changes a resource's display name (`resourcemanager.<kind>.update`); its name and
+/// slug never change.
+pub async fn rename(
+    ctx: &Ctx<'_>,
+    actor: &Actor,
+    name: &str,
+    display_name: &str,
+) -> Result<(), AccessError> {
+    let parsed = names::parse(name).ok_or_else(|| AccessError::NotFound(name.to_owned()))?;
+    ctx.require(
+        actor,
+        &format!("resourcemanager.{}.update", plural(parsed.kind)),
+        name,
+    )?;
+    let display_name = display_name.trim();
+    if display_name.is_empty() || display_name.len() > 200 {
+        return Err(AccessError::Invalid {
+            field: "display_name".into(),
+            message: "must be 1 to 200 bytes".into(),
+        });
+    }
+    let mut tx = ctx.store.begin().await?;
+    let seq = store::bump_change(&mut tx, "resource", name).await?;
+    if !iam::set_resource_display_name(&mut tx, name, display_name).await? {
+        return Err(AccessError::NotFound(name.to_owned()));
+    }
+    super::finish(
+        ctx,
+        tx,
+        seq,
+        actor,
+        &format!("{}.update", parsed.kind.as_str()),
+        name,
+        name,
+        json!({ "display_name": display_name }),
+    )
+    .await
+}
+
 /// Deletes a resource with `resourcemanager.<kinds>.delete` on it; refused while it
 /// has children. Its bindings go with it; its name stays reserved.
 pub async fn delete(ctx: &Ctx<'_>, actor: &Actor, name: &str) -> Result<(), AccessError> {

@@ -17,6 +17,27 @@ pub struct NewResource {
     pub display_name: String,
 }
 
+/// A change to a resource.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcePatch {
+    /// A new name for people, 1 to 200 bytes (the slug never changes).
+    pub display_name: String,
+}
+
+/// A custom role of an organization, created or replaced whole.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRole {
+    /// Its slug: the role is `orgs/<org>/roles/<slug>`.
+    pub slug: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// Registered permissions or patterns over them (`object-storage.*`).
+    pub permissions: Vec<String>,
+}
+
 /// A whole policy, written with the etag it was read with.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

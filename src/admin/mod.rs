@@ -96,6 +96,27 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 /// Largest page of a list.
 const MAX_PAGE: i64 = 500;
 
+/// The `cursor` (opaque: where the last page ended) and `limit` of a list request.
+fn page(query: Option<&str>) -> Result<(Option<String>, i64), Problem> {
+    let limit = match query_param(query, "limit") {
+        None => 100,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| Problem::field("limit", format!("1 to {MAX_PAGE}")))?,
+    };
+    let after = match query_param(query, "cursor") {
+        None => None,
+        Some(c) => Some(
+            crate::crypto::unb64(&c)
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| Problem::field("cursor", "not a cursor from this API"))?,
+        ),
+    };
+    Ok((after, limit))
+}
+
 /// Parses a JSON body; the problem names the field at fault.
 fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Problem> {
     let json = headers
@@ -171,6 +192,56 @@ async fn run(
             Some(r) if r.deleted_at.is_none() => Json(resource_json(&r)).into_response(),
             _ => return Err(AccessError::NotFound(name).into()),
         },
+        Op::UpdateResource(name) => {
+            let b: ResourcePatch = json_body(headers, body)?;
+            access::resources::rename(ctx, actor, &name, &b.display_name).await?;
+            match state
+                .store
+                .resource(&name)
+                .await
+                .map_err(AccessError::from)?
+            {
+                Some(r) => Json(resource_json(&r)).into_response(),
+                None => return Err(AccessError::NotFound(name).into()),
+            }
+        }
+        Op::ListResources { parent, kind } => {
+            if let Some(p) = &parent
+                && !resource_live(state, p).await?
+            {
+                return Err(AccessError::NotFound(p.clone()).into());
+            }
+            let (after, limit) = page(query)?;
+            let rows = state
+                .store
+                .children(
+                    parent.as_deref(),
+                    kind.as_str(),
+                    after.as_deref().unwrap_or(""),
+                    limit,
+                )
+                .await
+                .map_err(AccessError::from)?;
+            let next = (rows.len() as i64 == limit)
+                .then(|| rows.last().map(|r| crate::crypto::b64(r.name.as_bytes())))
+                .flatten();
+            let items: Vec<Value> = rows.iter().map(resource_json).collect();
+            Json(json!({ "items": items, "next_cursor": next })).into_response()
+        }
+        Op::ListRoles(org) => Json(ctx.evaluator.roles().published(org.as_deref())).into_response(),
+        Op::PutRole(org) => {
+            let b: NewRole = json_body(headers, body)?;
+            let role = access::definitions::put_custom_role(
+                ctx,
+                actor,
+                &org,
+                &b.slug,
+                &b.description,
+                &b.permissions,
+            )
+            .await?;
+            (StatusCode::CREATED, Json(json!({ "id": role.id, "description": role.description, "permissions": role.permissions }))).into_response()
+        }
         Op::DeleteResource(name) => {
             access::resources::delete(ctx, actor, &name).await?;
             StatusCode::NO_CONTENT.into_response()
@@ -352,22 +423,7 @@ async fn run(
                         .map_err(|_| Problem::field("since", "give Unix seconds"))?,
                 ),
             };
-            let limit = match query_param(query, "limit") {
-                None => 100,
-                Some(v) => v
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| Problem::field("limit", format!("1 to {MAX_PAGE}")))?,
-            };
-            let after = match query_param(query, "cursor") {
-                None => None,
-                Some(c) => Some(
-                    crate::crypto::unb64(&c)
-                        .and_then(|b| String::from_utf8(b).ok())
-                        .ok_or_else(|| Problem::field("cursor", "not a cursor from this API"))?,
-                ),
-            };
+            let (after, limit) = page(query)?;
             let filter = crate::store::audit::AuditFilter {
                 scope: query_param(query, "scope"),
                 actor: query_param(query, "actor"),

@@ -30,6 +30,8 @@ fn body(method: &str, path: &str, out: &mut Vec<(String, RefOr<Schema>)>) -> Opt
         | ("POST", "/v1/{parent}/envs")
         | ("POST", "/v1/orgs/{org}/groups") => schema_of::<NewResource>(out),
         ("PUT", "/v1/policy") | ("PUT", "/v1/{name}/policy") => schema_of::<NewPolicy>(out),
+        ("PATCH", "/v1/{name}") => schema_of::<ResourcePatch>(out),
+        ("POST", "/v1/orgs/{org}/roles") => schema_of::<NewRole>(out),
         ("POST", "/v1/check") => schema_of::<CheckRequest>(out),
         ("POST", "/v1/users") => schema_of::<NewUser>(out),
         ("PATCH", "/v1/users/{id}") => schema_of::<UserPatch>(out),
@@ -75,7 +77,13 @@ pub fn document(issuer: &str) -> Value {
             let name = q.split('=').next().unwrap_or(q);
             parameters.push(json!({ "name": name, "in": "query", "schema": { "type": "string" } }));
         }
-        if *template == "/v1/audit-events?scope={scope}" {
+        if *template == "/v1/audit-events?scope={scope}"
+            || (*method == "GET"
+                && (*template == "/v1/orgs"
+                    || template.ends_with("folders")
+                    || template.ends_with("projects")
+                    || template.ends_with("envs")))
+        {
             for name in ["actor", "since", "limit", "cursor"] {
                 parameters
                     .push(json!({ "name": name, "in": "query", "schema": { "type": "string" } }));

@@ -22,6 +22,20 @@ pub enum Op {
     GetResource(String),
     /// `DELETE /v1/{name}`.
     DeleteResource(String),
+    /// `PATCH /v1/{name}`.
+    UpdateResource(String),
+    /// `GET /v1/orgs`, `GET /v1/{parent}/folders|projects|envs`: a page of children.
+    ListResources {
+        /// The parent; `None` for organizations.
+        parent: Option<String>,
+        /// What to list.
+        kind: Kind,
+    },
+    /// `GET /v1/roles` (predefined) and `GET /v1/orgs/{org}/roles` (with the
+    /// organization's custom roles).
+    ListRoles(Option<String>),
+    /// `POST /v1/orgs/{org}/roles`.
+    PutRole(String),
     /// `GET /v1/{name}/policy`, `GET /v1/policy` (the instance root).
     GetPolicy(String),
     /// `PUT /v1/{name}/policy`, `PUT /v1/policy`.
@@ -99,6 +113,38 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "resourcemanager.environments.create on {parent}",
     ),
     ("GET", "/v1/{name}", "resourcemanager.{kind}.get on {name}"),
+    (
+        "PATCH",
+        "/v1/{name}",
+        "resourcemanager.{kind}.update on {name}",
+    ),
+    ("GET", "/v1/orgs", "resourcemanager.organizations.list on *"),
+    (
+        "GET",
+        "/v1/{parent}/folders",
+        "resourcemanager.folders.list on {parent}",
+    ),
+    (
+        "GET",
+        "/v1/{parent}/projects",
+        "resourcemanager.projects.list on {parent}",
+    ),
+    (
+        "GET",
+        "/v1/{parent}/envs",
+        "resourcemanager.environments.list on {parent}",
+    ),
+    ("GET", "/v1/roles", "iam.roles.list on *"),
+    (
+        "GET",
+        "/v1/orgs/{org}/roles",
+        "iam.roles.list on orgs/{org}",
+    ),
+    (
+        "POST",
+        "/v1/orgs/{org}/roles",
+        "iam.roles.create on orgs/{org}",
+    ),
     (
         "DELETE",
         "/v1/{name}",
@@ -260,6 +306,31 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Problem> {
         (["orgs", _, "groups"] | ["orgs", _, "groups", _, "members", _], _) => {
             Err(method_not_allowed(method, path))
         }
+        (["orgs"], Method::GET) => route(
+            Op::ListResources {
+                parent: None,
+                kind: Kind::Organization,
+            },
+            "resourcemanager.organizations.list".into(),
+            names::ROOT,
+        ),
+        (["roles"], Method::GET) => {
+            route(Op::ListRoles(None), "iam.roles.list".into(), names::ROOT)
+        }
+        (["roles"], _) => Err(method_not_allowed(method, path)),
+        (["orgs", org, "roles"], m @ (Method::GET | Method::POST)) if names::valid_slug(org) => {
+            let org = format!("orgs/{org}");
+            if m == Method::GET {
+                route(
+                    Op::ListRoles(Some(org.clone())),
+                    "iam.roles.list".into(),
+                    &org,
+                )
+            } else {
+                route(Op::PutRole(org.clone()), "iam.roles.create".into(), &org)
+            }
+        }
+        (["orgs", _, "roles"], _) => Err(method_not_allowed(method, path)),
         (["orgs"], Method::POST) => route(
             Op::CreateResource {
                 parent: None,
@@ -295,6 +366,11 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Problem> {
                     format!("resourcemanager.{kind}.delete"),
                     name,
                 ),
+                Method::PATCH => route(
+                    Op::UpdateResource(name.into()),
+                    format!("resourcemanager.{kind}.update"),
+                    name,
+                ),
                 _ => Err(method_not_allowed(method, path)),
             }
         }
@@ -317,6 +393,14 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Problem> {
                         kind,
                     },
                     format!("resourcemanager.{}.create", plural(kind)),
+                    &name,
+                ),
+                (_, Some(kind), Method::GET) => route(
+                    Op::ListResources {
+                        parent: Some(name.clone()),
+                        kind,
+                    },
+                    format!("resourcemanager.{}.list", plural(kind)),
                     &name,
                 ),
                 ("clients", _, Method::POST) => route(
@@ -498,12 +582,10 @@ mod tests {
             assert_eq!(e.kind, ProblemKind::NotFound, "{path}");
         }
         for (method, path) in [
-            (Method::GET, "/v1/orgs"),
             (Method::PATCH, "/v1/policy"),
             (Method::GET, "/v1/check"),
             (Method::POST, "/v1/orgs/acme"),
             (Method::DELETE, "/v1/orgs/acme/policy"),
-            (Method::GET, "/v1/orgs/acme/projects"),
         ] {
             let e = resolve(&method, path).expect_err(path);
             assert_eq!(e.kind, ProblemKind::MethodNotAllowed, "{method} {path}");
@@ -519,6 +601,14 @@ mod tests {
             ("POST", "/v1/orgs/ab/projects"),
             ("POST", "/v1/orgs/ab/projects/pp/envs"),
             ("GET", "/v1/orgs/ab"),
+            ("PATCH", "/v1/orgs/ab"),
+            ("GET", "/v1/orgs"),
+            ("GET", "/v1/orgs/ab/folders"),
+            ("GET", "/v1/orgs/ab/projects"),
+            ("GET", "/v1/orgs/ab/projects/pp/envs"),
+            ("GET", "/v1/roles"),
+            ("GET", "/v1/orgs/ab/roles"),
+            ("POST", "/v1/orgs/ab/roles"),
             ("DELETE", "/v1/orgs/ab"),
             ("GET", "/v1/policy"),
             ("PUT", "/v1/policy"),

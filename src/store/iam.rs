@@ -401,6 +401,29 @@ impl Store {
             .collect())
     }
 
+    /// A page of the live children of `parent` (`None`: organizations) of `kind`, by
+    /// name after `after`.
+    pub async fn children(
+        &self,
+        parent: Option<&str>,
+        kind: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<ResourceRow>> {
+        let rows: Vec<ResourceTuple> = sqlx::query_as(
+            "SELECT id, name, kind, parent, slug, display_name, created_at, deleted_at \
+             FROM resources WHERE deleted_at IS NULL AND kind = $1 \
+             AND COALESCE(parent, '') = $2 AND name > $3 ORDER BY name LIMIT $4",
+        )
+        .bind(kind)
+        .bind(parent.unwrap_or(""))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(resource_from).collect())
+    }
+
     /// Live (not deleted) resources, parents before children.
     pub async fn resources(&self) -> Result<Vec<ResourceRow>> {
         let rows: Vec<ResourceTuple> = sqlx::query_as(
@@ -411,6 +434,22 @@ impl Store {
         .await?;
         Ok(rows.into_iter().map(resource_from).collect())
     }
+}
+
+/// Changes a live resource's display name; tells whether it exists.
+pub async fn set_resource_display_name(
+    tx: &mut AnyConnection,
+    name: &str,
+    display_name: &str,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE resources SET display_name = $1 WHERE name = $2 AND deleted_at IS NULL",
+    )
+    .bind(display_name)
+    .bind(name)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Renames a user; tells whether it exists.
