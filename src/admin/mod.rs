@@ -11,7 +11,6 @@ pub mod problem;
 pub mod routes;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -35,9 +34,9 @@ pub async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    match serve(&state, &method, &uri, &headers, &body).await {
+    match serve(&state, &method, &uri, &headers, body).await {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }
@@ -48,7 +47,7 @@ async fn serve(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    body: &[u8],
+    body: axum::body::Body,
 ) -> Result<Response, Problem> {
     if method == Method::GET && uri.path() == openapi::PATH {
         return Ok(Json(openapi::document(&state.issuer)).into_response());
@@ -77,13 +76,14 @@ async fn serve(
     if route.op != Op::Check {
         ctx.require(&actor, &route.permission, &at)?;
     }
-    if body.len() > BODY_LIMIT {
-        return Err(Problem::new(
+    // Read only after the route's permission held, and only up to the limit.
+    let body = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+        Problem::new(
             Kind::PayloadTooLarge,
             format!("the body may have at most {BODY_LIMIT} bytes"),
-        ));
-    }
-    run(state, &ctx, &actor, route, uri.query(), headers, body).await
+        )
+    })?;
+    run(state, &ctx, &actor, route, uri.query(), headers, &body).await
 }
 
 /// A query parameter.
@@ -130,14 +130,28 @@ fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T,
             "send the body as application/json",
         ));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        let message = e.to_string();
-        let field = message
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(de);
+    parsed.map_err(|e| {
+        let message = e.inner().to_string();
+        let mut field = e.path().to_string();
+        // An unknown or missing field is named by the message, below the path.
+        if let Some(name) = message
             .split('`')
             .nth(1)
-            .filter(|_| message.contains("field"))
-            .unwrap_or("body")
-            .to_owned();
+            .filter(|_| message.contains(" field `"))
+        {
+            field = if field == "." || field.is_empty() {
+                name.to_owned()
+            } else if field.ends_with(name) {
+                field
+            } else {
+                format!("{field}.{name}")
+            };
+        }
+        if field == "." || field == "?" || field.is_empty() {
+            field = "body".into();
+        }
         Problem::field(field, message)
     })
 }
@@ -552,4 +566,37 @@ async fn principal(state: &AppState, member: &str) -> Result<PrincipalRef, Probl
             PrincipalRef::group(g.ok_or_else(unknown)?.id)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(body: &str) -> String {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        match json_body::<NewPolicy>(&h, body.as_bytes()) {
+            Ok(_) => "ok".into(),
+            Err(p) => p.field.unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn validation_problems_name_the_field() {
+        assert_eq!(field_of(r#"{"bindings": []}"#), "etag");
+        assert_eq!(field_of(r#"{"etag": 7, "bindings": []}"#), "etag");
+        assert_eq!(
+            field_of(r#"{"etag": "0", "bindings": [{"role": "owner", "colour": 1}]}"#),
+            "bindings[0].colour"
+        );
+        assert_eq!(
+            field_of(r#"{"etag": "0", "bindings": [{"role": 5}]}"#),
+            "bindings[0].role"
+        );
+        assert_eq!(field_of("{nope"), "body");
+        assert_eq!(field_of(r#"{"etag": "0", "bindings": []}"#), "ok");
+    }
 }

@@ -98,6 +98,8 @@ pub struct Problem {
     pub field: Option<String>,
     /// Extra members (e.g. the missing permission).
     pub extra: Value,
+    /// The methods a path serves, for the `Allow` header of a 405.
+    pub allow: Option<String>,
 }
 
 impl Problem {
@@ -108,6 +110,7 @@ impl Problem {
             detail: detail.into(),
             field: None,
             extra: Value::Null,
+            allow: None,
         }
     }
 
@@ -181,6 +184,13 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(allow) = self
+            .allow
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+        {
+            r.headers_mut().insert(header::ALLOW, allow);
+        }
         if self.kind == Kind::Unauthenticated {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

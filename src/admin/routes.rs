@@ -241,8 +241,35 @@ fn route(op: Op, permission: String, resource: &str) -> Result<Route, Problem> {
     })
 }
 
-/// Resolves `method` and `path` (starting `/v1`).
+/// Resolves `method` and `path` (starting `/v1`); `HEAD` is `GET`. A method the path
+/// does not serve is a problem that lists, for the `Allow` header, those it does.
 pub fn resolve(method: &Method, path: &str) -> Result<Route, Problem> {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    match resolve_exact(method, path) {
+        Err(mut p) if p.kind == ProblemKind::MethodNotAllowed => {
+            let allowed: Vec<&str> = [
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ]
+            .iter()
+            .filter(|m| resolve_exact(m, path).is_ok())
+            .map(Method::as_str)
+            .collect();
+            p.allow = Some(allowed.join(", "));
+            Err(p)
+        }
+        other => other,
+    }
+}
+
+fn resolve_exact(method: &Method, path: &str) -> Result<Route, Problem> {
     let rest = path
         .strip_prefix("/v1/")
         .ok_or_else(|| not_found(path))?
@@ -589,6 +616,7 @@ mod tests {
         ] {
             let e = resolve(&method, path).expect_err(path);
             assert_eq!(e.kind, ProblemKind::MethodNotAllowed, "{method} {path}");
+            assert!(e.allow.as_deref().is_some_and(|a| !a.is_empty()), "{path}");
         }
     }
 

@@ -56,17 +56,20 @@ pub fn app(state: AppState) -> Router {
             oidc::logout::PATH,
             get(oidc::logout::logout).post(oidc::logout::logout),
         )
-        .route("/v1", any(admin::dispatch))
-        .route("/v1/{*path}", any(admin::dispatch))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        // The admin API reads (and limits) its bodies itself, after authorization,
+        // so that even an oversized body gets a problem document.
+        .route("/v1", any(admin::dispatch))
+        .route("/v1/", any(admin::dispatch))
+        .route("/v1/{*path}", any(admin::dispatch))
         .fallback(health::not_found)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,

@@ -73,13 +73,19 @@ pub async fn reload(state: &AppState) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .into_iter()
         .collect();
-    state.view.store(Arc::new(Some(View {
+    // Two reloads may overlap (the follower, and a write that reloads at once): the
+    // one that read the older sequence must not replace a newer view.
+    let fresh = Arc::new(Some(View {
         seq,
         evaluator,
         service_accounts,
         clients,
         apis,
-    })));
+    }));
+    state.view.rcu(|current| match current.as_ref() {
+        Some(v) if v.seq > seq => current.clone(),
+        _ => fresh.clone(),
+    });
     state.applied_seq.fetch_max(seq, Ordering::AcqRel);
     Ok(())
 }
