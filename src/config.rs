@@ -299,6 +299,10 @@ settings! {
     shutdown_grace_secs: u64 = 30, "GATEHOUSE_SHUTDOWN_GRACE_SECS";
     /// Proxies whose `X-Forwarded-For` is believed (addresses or blocks, comma-separated in the environment).
     trusted_proxies: Vec<Cidr> = Vec::new(), "GATEHOUSE_TRUSTED_PROXIES";
+    /// `smtp://[user:pass@]host[:port]` (STARTTLS; `?tls=none` only for a local relay) or `smtps://...`. Default: mail goes to files in `<data_dir>/outbox`.
+    smtp_url: Option<Secret> = None, "GATEHOUSE_SMTP_URL";
+    /// The sender of gatehouse's mail, `Name <address>`.
+    mail_from: String = "gatehouse <noreply@localhost>".to_owned(), "GATEHOUSE_MAIL_FROM";
     /// Log filter (`error`, `warn`, `info`, `debug`, or `tracing` directives).
     log: String = "info".to_owned(), "GATEHOUSE_LOG";
 }
@@ -460,6 +464,19 @@ impl Config {
         if self.database_max_connections == 0 {
             return Err(ConfigError(
                 "GATEHOUSE_DATABASE_MAX_CONNECTIONS: must be at least 1".into(),
+            ));
+        }
+        if self.mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError(format!(
+                "GATEHOUSE_MAIL_FROM: {:?} is not a mailbox like `gatehouse <noreply@example.com>`",
+                self.mail_from
+            )));
+        }
+        if let Some(url) = &self.smtp_url
+            && !(url.0.starts_with("smtp://") || url.0.starts_with("smtps://"))
+        {
+            return Err(ConfigError(
+                "GATEHOUSE_SMTP_URL: must start with smtp:// or smtps://".into(),
             ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log)

@@ -31,6 +31,7 @@
 //!   migrations), the change sequence and the audit log.
 //! - [`ephemeral`]: short-lived state with time-to-live (in memory or Redis) and change
 //!   notices.
+//! - [`mail`]: outgoing mail over SMTP, or into an outbox directory.
 //! - [`config`]: layered configuration (defaults, TOML file, `GATEHOUSE_*` variables).
 
 pub mod access;
@@ -43,6 +44,7 @@ pub mod ephemeral;
 pub mod http;
 pub mod iam;
 pub mod identity;
+pub mod mail;
 pub mod oauth2;
 pub mod oidc;
 pub mod server;

@@ -80,6 +80,51 @@ pub async fn create_user(
     Ok(user)
 }
 
+/// Sets a new password for a user who proved control of the account's email (a
+/// single-use reset link): every refresh token of the user is revoked in the same
+/// transaction, and the caller voids its browser sessions.
+pub async fn reset_password(
+    ctx: &Ctx<'_>,
+    passwords: &Passwords,
+    user: &UserRow,
+    password: String,
+) -> Result<(), AccessError> {
+    check_password(&password).map_err(|m| AccessError::Invalid {
+        field: "password".into(),
+        message: m,
+    })?;
+    let hash = passwords
+        .hash(password)
+        .await
+        .map_err(|e| AccessError::Invalid {
+            field: "password".into(),
+            message: e.to_string(),
+        })?;
+    let mut tx = ctx.store.begin().await?;
+    let seq = store::bump_change(&mut tx, "user", &user.id).await?;
+    if !iam::set_user_password(&mut tx, &user.id, &hash).await? {
+        return Err(AccessError::NotFound(format!("user:{}", user.id)));
+    }
+    store::oidc::revoke_user_families(&mut tx, &user.id, "password_reset", ctx.now).await?;
+    let actor = Actor {
+        principal: PrincipalRef::user(user.id.clone()),
+        label: format!("user:{}", user.email),
+    };
+    super::finish(
+        ctx,
+        tx,
+        seq,
+        &actor,
+        "user.password_reset",
+        &format!("user:{}", user.email),
+        ROOT,
+        json!({ "id": user.id }),
+    )
+    .await?;
+    super::principals::end_sessions(ctx, &user.id).await;
+    Ok(())
+}
+
 /// Changes a user's display name (`iam.users.update` on the instance).
 pub async fn rename_user(
     ctx: &Ctx<'_>,

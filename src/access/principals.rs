@@ -146,7 +146,7 @@ pub const SESSIONS_VOID_TTL: std::time::Duration = std::time::Duration::from_sec
 
 /// Voids every browser session the user has now, so that enabling the account again
 /// does not bring them back.
-async fn end_sessions(ctx: &Ctx<'_>, user_id: &str) {
+pub(crate) async fn end_sessions(ctx: &Ctx<'_>, user_id: &str) {
     use crate::ephemeral::EphemeralStore;
     let now = crate::now_millis().to_string();
     if let Err(e) = ctx

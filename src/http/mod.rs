@@ -49,6 +49,14 @@ pub fn app(state: AppState) -> Router {
         )
         .route(ui::CSS_PATH, get(ui::stylesheet))
         .route(
+            ui::reset::PATH,
+            get(ui::reset::page).post(ui::reset::request),
+        )
+        .route(
+            ui::reset::CONFIRM_PATH,
+            get(ui::reset::confirm_page).post(ui::reset::confirm),
+        )
+        .route(
             oidc::userinfo::PATH,
             get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo),
         )

@@ -90,6 +90,11 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
     let now = crate::now_unix();
     let catalog = open_catalog(&config)?;
     register_configured_apis(&config, &store, &catalog).await?;
+    let mailer = crate::mail::Mailer::from_config(&config).map_err(StartError)?;
+    let mail_from = config
+        .mail_from
+        .parse()
+        .map_err(|_| StartError("GATEHOUSE_MAIL_FROM: not a mailbox".into()))?;
     let state = AppState::new(Shared {
         catalog,
         discovery: Document::new(&crate::oidc::discovery(&issuer, &config)),
@@ -100,6 +105,8 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
         applied_seq: AtomicI64::new(0),
         passwords: Passwords::new(),
         pages: crate::ui::Pages::new(&config.instance_name),
+        mailer,
+        mail_from,
         metrics: Metrics::new(),
         events: events::Events::start(store.clone()),
         issuer,

@@ -96,6 +96,10 @@ pub struct Shared {
     pub role_catalog: ArcSwap<Document>,
     /// The browser pages.
     pub pages: crate::ui::Pages,
+    /// Outgoing mail.
+    pub mailer: crate::mail::Mailer,
+    /// The sender of outgoing mail.
+    pub mail_from: lettre::message::Mailbox,
     /// IAM data in memory; `None` until first loaded.
     pub view: ArcSwap<Option<View>>,
     /// Highest change sequence applied.

@@ -452,6 +452,17 @@ pub async fn set_resource_display_name(
     Ok(done.rows_affected() > 0)
 }
 
+/// Sets a user's password hash; tells whether the user exists.
+pub async fn set_user_password(tx: &mut AnyConnection, id: &str, hash: &str) -> Result<bool> {
+    let done = sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+        .bind(hash)
+        .bind(crate::now_unix())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// Renames a user; tells whether it exists.
 pub async fn set_user_display_name(tx: &mut AnyConnection, id: &str, name: &str) -> Result<bool> {
     let done = sqlx::query("UPDATE users SET display_name = $1, updated_at = $2 WHERE id = $3")

@@ -8,6 +8,7 @@
 
 pub mod authorize;
 pub mod login;
+pub mod reset;
 pub mod session;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -22,6 +23,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("consent.html", include_str!("../../templates/consent.html")),
     ("message.html", include_str!("../../templates/message.html")),
     ("logout.html", include_str!("../../templates/logout.html")),
+    ("reset.html", include_str!("../../templates/reset.html")),
+    (
+        "reset_confirm.html",
+        include_str!("../../templates/reset_confirm.html"),
+    ),
 ];
 
 /// The stylesheet, served at [`CSS_PATH`].
@@ -190,6 +196,14 @@ mod tests {
             (
                 "message.html",
                 json!({ "title": "T", "message": "M", "hint": "H", "link": "/x", "link_text": "go" }),
+            ),
+            (
+                "reset.html",
+                json!({ "csrf_token": "t", "email": "\"><script>", "error": "e" }),
+            ),
+            (
+                "reset_confirm.html",
+                json!({ "csrf_token": "t", "token": "\"><script>", "error": "e" }),
             ),
             (
                 "logout.html",
