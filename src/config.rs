@@ -45,6 +45,7 @@ from_env_via_from_str!(
     u64 => "a non-negative integer",
     u32 => "a non-negative integer",
     SigningAlg => "one of RS256, ES256, EdDSA",
+    bool => "true or false",
 );
 
 impl FromEnv for String {
@@ -299,6 +300,8 @@ settings! {
     shutdown_grace_secs: u64 = 30, "GATEHOUSE_SHUTDOWN_GRACE_SECS";
     /// Proxies whose `X-Forwarded-For` is believed (addresses or blocks, comma-separated in the environment).
     trusted_proxies: Vec<Cidr> = Vec::new(), "GATEHOUSE_TRUSTED_PROXIES";
+    /// Whether people may sign up themselves (each gets an organization of their own).
+    signup_enabled: bool = true, "GATEHOUSE_SIGNUP_ENABLED";
     /// `smtp://[user:pass@]host[:port]` (STARTTLS; `?tls=none` only for a local relay) or `smtps://...`. Default: mail goes to files in `<data_dir>/outbox`.
     smtp_url: Option<Secret> = None, "GATEHOUSE_SMTP_URL";
     /// The sender of gatehouse's mail, `Name <address>`.

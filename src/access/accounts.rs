@@ -80,6 +80,137 @@ pub async fn create_user(
     Ok(user)
 }
 
+/// The actor of a person acting on their own account.
+pub fn self_actor(user: &UserRow) -> Actor {
+    Actor {
+        principal: PrincipalRef::user(user.id.clone()),
+        label: format!("user:{}", user.email),
+    }
+}
+
+/// Creates an account for a person signing up (no permission: anyone may, when the
+/// instance allows sign-up), unverified unless `verified` (the person proved the
+/// address already, e.g. through an invitation link). `None` when an account for the
+/// email exists: the caller answers the same either way.
+pub async fn sign_up(
+    ctx: &Ctx<'_>,
+    passwords: &Passwords,
+    email: &str,
+    display_name: &str,
+    password: String,
+    verified: bool,
+) -> Result<Option<UserRow>, AccessError> {
+    let email = normalize_email(email).map_err(|m| AccessError::Invalid {
+        field: "email".into(),
+        message: m,
+    })?;
+    check_password(&password).map_err(|m| AccessError::Invalid {
+        field: "password".into(),
+        message: m,
+    })?;
+    if display_name.len() > 200 {
+        return Err(AccessError::Invalid {
+            field: "display_name".into(),
+            message: "must be at most 200 bytes".into(),
+        });
+    }
+    let hash = passwords
+        .hash(password)
+        .await
+        .map_err(|e| AccessError::Invalid {
+            field: "password".into(),
+            message: e.to_string(),
+        })?;
+    let user = UserRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: email.clone(),
+        display_name: if display_name.trim().is_empty() {
+            email.clone()
+        } else {
+            display_name.trim().to_owned()
+        },
+        password_hash: Some(hash),
+        email_verified: verified,
+        disabled: false,
+    };
+    let mut tx = ctx.store.begin().await?;
+    let seq = store::bump_change(&mut tx, "user", &user.id).await?;
+    match iam::insert_user(&mut tx, &user).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    super::finish(
+        ctx,
+        tx,
+        seq,
+        &self_actor(&user),
+        "user.sign_up",
+        &format!("user:{email}"),
+        ROOT,
+        json!({ "id": user.id, "email": email, "email_verified": verified }),
+    )
+    .await?;
+    Ok(Some(user))
+}
+
+/// Marks the user's email verified (the person opened the link mailed to it).
+pub async fn verify_email(ctx: &Ctx<'_>, user: &UserRow) -> Result<(), AccessError> {
+    let mut tx = ctx.store.begin().await?;
+    let seq = store::bump_change(&mut tx, "user", &user.id).await?;
+    if !iam::set_user_verified(&mut tx, &user.id).await? {
+        return Err(AccessError::NotFound(format!("user:{}", user.id)));
+    }
+    super::finish(
+        ctx,
+        tx,
+        seq,
+        &self_actor(user),
+        "user.verify",
+        &format!("user:{}", user.email),
+        ROOT,
+        json!({ "id": user.id }),
+    )
+    .await
+}
+
+/// A slug for the organization of a person who signed up: from the email's local
+/// part, with a random suffix so that it is free.
+pub fn generated_slug(email: &str) -> String {
+    let local: String = email
+        .split('@')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let base: String = local
+        .trim_matches('-')
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+        .chars()
+        .take(40)
+        .collect();
+    let base = base.trim_end_matches('-');
+    let suffix: String = crate::crypto::random_bytes::<4>()
+        .iter()
+        .map(|b| char::from(b"abcdefghijkmnpqrstuvwxyz23456789"[usize::from(*b) % 32]))
+        .collect();
+    let slug = if base.is_empty() {
+        format!("org-{suffix}")
+    } else {
+        format!("{base}-{suffix}")
+    };
+    if names::valid_slug(&slug) {
+        slug
+    } else {
+        format!("org-{suffix}")
+    }
+}
+
 /// Sets a new password for a user who proved control of the account's email (a
 /// single-use reset link): every refresh token of the user is revoked in the same
 /// transaction, and the caller voids its browser sessions.

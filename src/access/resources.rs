@@ -35,16 +35,30 @@ pub async fn create(
     slug: &str,
     display_name: &str,
 ) -> Result<ResourceRow, AccessError> {
-    let invalid = |field: &str, message: String| AccessError::Invalid {
-        field: field.into(),
-        message,
-    };
     let on = parent.unwrap_or(ROOT);
     ctx.require(
         actor,
         &format!("resourcemanager.{}.create", plural(kind)),
         on,
     )?;
+    create_as(ctx, actor, parent, kind, slug, display_name).await
+}
+
+/// [`create`] without its permission check, for an actor that may create the resource
+/// by other means (a person whose self-service sign-up creates an organization).
+pub(crate) async fn create_as(
+    ctx: &Ctx<'_>,
+    actor: &Actor,
+    parent: Option<&str>,
+    kind: Kind,
+    slug: &str,
+    display_name: &str,
+) -> Result<ResourceRow, AccessError> {
+    let invalid = |field: &str, message: String| AccessError::Invalid {
+        field: field.into(),
+        message,
+    };
+    let on = parent.unwrap_or(ROOT);
     super::check_slug("slug", slug)?;
     if display_name.trim().is_empty() || display_name.len() > 200 {
         return Err(invalid("display_name", "must be 1 to 200 bytes".into()));

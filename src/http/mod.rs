@@ -57,6 +57,14 @@ pub fn app(state: AppState) -> Router {
             get(ui::reset::confirm_page).post(ui::reset::confirm),
         )
         .route(
+            ui::signup::PATH,
+            get(ui::signup::page).post(ui::signup::submit),
+        )
+        .route(
+            ui::signup::VERIFY_PATH,
+            get(ui::signup::verify_page).post(ui::signup::verify),
+        )
+        .route(
             oidc::userinfo::PATH,
             get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo),
         )

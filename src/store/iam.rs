@@ -452,6 +452,16 @@ pub async fn set_resource_display_name(
     Ok(done.rows_affected() > 0)
 }
 
+/// Marks a user's email address verified; tells whether the user exists.
+pub async fn set_user_verified(tx: &mut AnyConnection, id: &str) -> Result<bool> {
+    let done = sqlx::query("UPDATE users SET email_verified = 1, updated_at = $1 WHERE id = $2")
+        .bind(crate::now_unix())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// Sets a user's password hash; tells whether the user exists.
 pub async fn set_user_password(tx: &mut AnyConnection, id: &str, hash: &str) -> Result<bool> {
     let done = sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")

@@ -10,6 +10,7 @@ pub mod authorize;
 pub mod login;
 pub mod reset;
 pub mod session;
+pub mod signup;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +25,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("message.html", include_str!("../../templates/message.html")),
     ("logout.html", include_str!("../../templates/logout.html")),
     ("reset.html", include_str!("../../templates/reset.html")),
+    ("signup.html", include_str!("../../templates/signup.html")),
+    ("verify.html", include_str!("../../templates/verify.html")),
     (
         "reset_confirm.html",
         include_str!("../../templates/reset_confirm.html"),
@@ -196,6 +199,14 @@ mod tests {
             (
                 "message.html",
                 json!({ "title": "T", "message": "M", "hint": "H", "link": "/x", "link_text": "go" }),
+            ),
+            (
+                "signup.html",
+                json!({ "csrf_token": "t", "email": "\"><script>", "display_name": "<b>", "error": "e", "invited": true }),
+            ),
+            (
+                "verify.html",
+                json!({ "csrf_token": "t", "email": "<script>", "token": "\"><script>" }),
             ),
             (
                 "reset.html",
