@@ -66,6 +66,73 @@ async fn bind(
     }
 }
 
+/// Invites `email` to hold `role` on `scope` in the organization `org`
+/// (`iam.invitations.create` there), if the inviter could grant it; the binding
+/// appears when the invitee accepts, the granting rule checked again then.
+pub async fn invite(
+    ctx: &Ctx<'_>,
+    actor: &super::Actor,
+    org: &str,
+    email: &str,
+    role: &str,
+    scope: &str,
+) -> Result<directory::InvitationRow, AccessError> {
+    ctx.require(actor, "iam.invitations.create", org)?;
+    let email = crate::bootstrap::normalize_email(email).map_err(|m| AccessError::Invalid {
+        field: "email".into(),
+        message: m,
+    })?;
+    if !names::within(scope, org) {
+        return Err(AccessError::Invalid {
+            field: "scope".into(),
+            message: format!("{scope} is not {org} or beneath it"),
+        });
+    }
+    if ctx
+        .store
+        .resource(scope)
+        .await?
+        .is_none_or(|r| r.deleted_at.is_some())
+    {
+        return Err(AccessError::NotFound(scope.to_owned()));
+    }
+    ctx.evaluator
+        .can_grant(&actor.principal, role, scope, ctx.now)
+        .map_err(|e| AccessError::CannotGrant(e.to_string()))?;
+    let inv = directory::InvitationRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: email.clone(),
+        org: org.to_owned(),
+        scope: scope.to_owned(),
+        role: role.to_owned(),
+        expires_at: None,
+        invited_by: actor.label.clone(),
+    };
+    let mut tx = ctx.store.begin().await?;
+    let seq = store::bump_change(&mut tx, "invitation", &email).await?;
+    directory::set_policy_version(&mut tx, scope, seq).await?;
+    directory::insert_invitation(&mut tx, &inv)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                AccessError::Refused(format!("{email} is invited to {role} on {scope} already"))
+            }
+            e => e.into(),
+        })?;
+    super::finish(
+        ctx,
+        tx,
+        seq,
+        actor,
+        "invitation.create",
+        &format!("user:{email}"),
+        scope,
+        json!({ "email": email, "role": role, "scope": scope }),
+    )
+    .await?;
+    Ok(inv)
+}
+
 /// Turns the invitations of `email` into bindings of the verified user `user_id`.
 pub async fn accept(
     ctx: &Ctx<'_>,
@@ -105,11 +172,14 @@ pub async fn accept(
         if !directory::delete_invitation(&mut tx, &inv.id).await? {
             continue;
         }
+        // The policies that change get new etags, so a write from an older read fails.
+        directory::set_policy_version(&mut tx, &inv.scope, seq).await?;
         if ok {
             bind(&mut tx, user_id, &inv.role, &inv.scope, inv.expires_at).await?;
         }
         if let Some((role, scope)) = &member_binding {
             bind(&mut tx, user_id, role, scope, None).await?;
+            directory::set_policy_version(&mut tx, scope, seq).await?;
         }
         audit::append(
             &mut tx,

@@ -48,6 +48,18 @@ pub struct NewPolicy {
     pub bindings: Vec<PolicyBinding>,
 }
 
+/// An invitation: the email will hold the role on the scope once it accepts.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInvitation {
+    /// The invitee's email address.
+    pub email: String,
+    /// The role.
+    pub role: String,
+    /// Where: the organization or a resource beneath it.
+    pub scope: String,
+}
+
 /// A new user.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

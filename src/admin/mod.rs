@@ -414,6 +414,16 @@ async fn run(
             let id = access::accounts::add_key(ctx, actor, &account, &b.public_key_pem).await?;
             (StatusCode::CREATED, Json(json!({ "id": id }))).into_response()
         }
+        Op::Invite(org) => {
+            let b: NewInvitation = json_body(headers, body)?;
+            let inv =
+                access::invitations::invite(ctx, actor, &org, &b.email, &b.role, &b.scope).await?;
+            crate::ui::invite::send(state, &inv.email, &inv.role, &inv.scope, &actor.label)
+                .await
+                .map_err(|_| Problem::new(Kind::Unavailable, "short-lived state is unavailable"))?;
+            let out = json!({ "id": inv.id, "email": inv.email, "role": inv.role, "scope": inv.scope, "invited_by": inv.invited_by });
+            (StatusCode::CREATED, Json(out)).into_response()
+        }
         Op::CreateGroup(org) => {
             let b: NewResource = json_body(headers, body)?;
             let g = access::definitions::create_group(ctx, actor, &org, &b.slug, &b.display_name)

@@ -33,6 +33,7 @@ fn body(method: &str, path: &str, out: &mut Vec<(String, RefOr<Schema>)>) -> Opt
         ("PATCH", "/v1/{name}") => schema_of::<ResourcePatch>(out),
         ("POST", "/v1/orgs/{org}/roles") => schema_of::<NewRole>(out),
         ("POST", "/v1/check") => schema_of::<CheckRequest>(out),
+        ("POST", "/v1/orgs/{org}/invitations") => schema_of::<NewInvitation>(out),
         ("POST", "/v1/users") => schema_of::<NewUser>(out),
         ("PATCH", "/v1/users/{id}") => schema_of::<UserPatch>(out),
         ("POST", "/v1/{parent}/service-accounts") => schema_of::<NewServiceAccount>(out),

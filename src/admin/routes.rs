@@ -60,6 +60,8 @@ pub enum Op {
     RevokeSecret(String, String),
     /// `POST /v1/{service account}/keys`.
     AddKey(String),
+    /// `POST /v1/orgs/{org}/invitations`.
+    Invite(String),
     /// `POST /v1/orgs/{org}/groups`.
     CreateGroup(String),
     /// `PUT /v1/orgs/{org}/groups/{slug}/members/{member}`.
@@ -186,6 +188,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     (
         "POST",
+        "/v1/orgs/{org}/invitations",
+        "iam.invitations.create on orgs/{org}",
+    ),
+    (
+        "POST",
         "/v1/orgs/{org}/groups",
         "iam.groups.create on orgs/{org}",
     ),
@@ -307,6 +314,15 @@ fn resolve_exact(method: &Method, path: &str) -> Result<Route, Problem> {
             route(Op::AuditEvents, "iam.auditEvents.list".into(), names::ROOT)
         }
         (["audit-events"], _) => Err(method_not_allowed(method, path)),
+        (["orgs", org, "invitations"], Method::POST) if names::valid_slug(org) => {
+            let org = format!("orgs/{org}");
+            route(
+                Op::Invite(org.clone()),
+                "iam.invitations.create".into(),
+                &org,
+            )
+        }
+        (["orgs", _, "invitations"], _) => Err(method_not_allowed(method, path)),
         (["orgs", org, "groups"], Method::POST) if names::valid_slug(org) => {
             let org = format!("orgs/{org}");
             route(
@@ -655,6 +671,7 @@ mod tests {
                 "POST",
                 "/v1/orgs/ab/projects/pp/service-accounts/robot/keys",
             ),
+            ("POST", "/v1/orgs/ab/invitations"),
             ("POST", "/v1/orgs/ab/groups"),
             ("PUT", "/v1/orgs/ab/groups/ops/members/user:a%40b.example"),
             (

@@ -57,6 +57,10 @@ pub fn app(state: AppState) -> Router {
             get(ui::reset::confirm_page).post(ui::reset::confirm),
         )
         .route(
+            ui::invite::PATH,
+            get(ui::invite::page).post(ui::invite::accept),
+        )
+        .route(
             ui::signup::PATH,
             get(ui::signup::page).post(ui::signup::submit),
         )

@@ -435,21 +435,36 @@ pub async fn replace_invitations(
         .execute(&mut *tx)
         .await?;
     for inv in pending {
-        sqlx::query(
-            "INSERT INTO invitations (id, email, org, scope, role, expires_at, invited_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        insert_invitation(
+            tx,
+            &InvitationRow {
+                org: org.to_owned(),
+                scope: scope.to_owned(),
+                ..inv.clone()
+            },
         )
-        .bind(&inv.id)
-        .bind(&inv.email)
-        .bind(org)
-        .bind(scope)
-        .bind(&inv.role)
-        .bind(inv.expires_at)
-        .bind(&inv.invited_by)
-        .bind(crate::now_unix())
-        .execute(&mut *tx)
         .await?;
     }
+    Ok(())
+}
+
+/// Adds one invitation; the same email, scope and role twice is a conflict.
+pub async fn insert_invitation(tx: &mut AnyConnection, inv: &InvitationRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO invitations (id, email, org, scope, role, expires_at, invited_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&inv.id)
+    .bind(&inv.email)
+    .bind(&inv.org)
+    .bind(&inv.scope)
+    .bind(&inv.role)
+    .bind(inv.expires_at)
+    .bind(&inv.invited_by)
+    .bind(crate::now_unix())
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| StoreError::from_write(e, &format!("invitation of {}", inv.email)))?;
     Ok(())
 }
 

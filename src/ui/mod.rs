@@ -7,6 +7,7 @@
 //! tokens in URLs never leak to other sites.
 
 pub mod authorize;
+pub mod invite;
 pub mod login;
 pub mod reset;
 pub mod session;
@@ -26,6 +27,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("logout.html", include_str!("../../templates/logout.html")),
     ("reset.html", include_str!("../../templates/reset.html")),
     ("signup.html", include_str!("../../templates/signup.html")),
+    ("invite.html", include_str!("../../templates/invite.html")),
     ("verify.html", include_str!("../../templates/verify.html")),
     (
         "reset_confirm.html",
@@ -203,6 +205,10 @@ mod tests {
             (
                 "signup.html",
                 json!({ "csrf_token": "t", "email": "\"><script>", "display_name": "<b>", "error": "e", "invited": true }),
+            ),
+            (
+                "invite.html",
+                json!({ "csrf_token": "t", "email": "<script>", "token": "\"><script>", "what": "<b>", "new_account": true, "display_name": "\"><script>", "error": "e" }),
             ),
             (
                 "verify.html",

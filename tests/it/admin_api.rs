@@ -791,6 +791,12 @@ async fn case(env: &Env, fx: &Fixtures, method: &str, template: &str, permission
             vec![("{service account}", sa)],
             Some(json!({ "public_key_pem": fx.public_key_pem })),
         ),
+        ("POST", "/v1/orgs/{org}/invitations") => (
+            vec![("{org}", "acme".to_owned())],
+            Some(
+                json!({ "email": "walked-invitee@acme.test", "role": "viewer", "scope": "orgs/acme" }),
+            ),
+        ),
         ("POST", "/v1/orgs/{org}/groups") => {
             (vec![("{org}", "acme".to_owned())], Some(named("walked-g")))
         }
