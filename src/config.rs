@@ -302,7 +302,7 @@ settings! {
     trusted_proxies: Vec<Cidr> = Vec::new(), "GATEHOUSE_TRUSTED_PROXIES";
     /// Whether people may sign up themselves (each gets an organization of their own).
     signup_enabled: bool = true, "GATEHOUSE_SIGNUP_ENABLED";
-    /// `smtp://[user:pass@]host[:port]` (STARTTLS; `?tls=none` only for a local relay) or `smtps://...`. Default: mail goes to files in `<data_dir>/outbox`.
+    /// `smtp://[user:pass@]host[:port]` (STARTTLS required, port 587; `?tls=none` only for a relay on loopback, port 25) or `smtps://...` (TLS, port 465). Default: mail goes to files in `<data_dir>/outbox`.
     smtp_url: Option<Secret> = None, "GATEHOUSE_SMTP_URL";
     /// The sender of gatehouse's mail, `Name <address>`.
     mail_from: String = "gatehouse <noreply@localhost>".to_owned(), "GATEHOUSE_MAIL_FROM";

@@ -47,8 +47,8 @@ impl Mailer {
     /// The mailer the configuration names.
     pub fn from_config(config: &Config) -> Result<Mailer, String> {
         match &config.smtp_url {
-            Some(url) => AsyncSmtpTransport::<Tokio1Executor>::from_url(&url.0)
-                .map(|b| Mailer::Smtp(Box::new(b.build())))
+            Some(url) => smtp(&url.0)
+                .map(|t| Mailer::Smtp(Box::new(t)))
                 .map_err(|e| format!("GATEHOUSE_SMTP_URL: {e}")),
             None => Ok(Mailer::Outbox(config.data_dir.join("outbox"))),
         }
@@ -96,6 +96,68 @@ impl Mailer {
     }
 }
 
+/// The SMTP transport a URL names: `smtps://` is TLS from the start (port 465 by
+/// default); `smtp://` requires STARTTLS (port 587) unless `?tls=none`, which is
+/// allowed only towards a relay on loopback. Credentials come from the URL's
+/// userinfo.
+fn smtp(text: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or("the URL names no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let mut tls = None;
+    for (k, v) in url.query_pairs() {
+        match (k.as_ref(), v.as_ref()) {
+            ("tls", "none" | "required") => tls = Some(v.into_owned()),
+            _ => {
+                return Err(format!(
+                    "unknown parameter {k}={v} (only tls=none or tls=required)"
+                ));
+            }
+        }
+    }
+    let builder = match (url.scheme(), tls.as_deref()) {
+        ("smtps", None | Some("required")) => AsyncSmtpTransport::<Tokio1Executor>::relay(&host)
+            .map_err(|e| e.to_string())?
+            .port(url.port().unwrap_or(465)),
+        ("smtp", None | Some("required")) => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)
+                .map_err(|e| e.to_string())?
+                .port(url.port().unwrap_or(587))
+        }
+        ("smtp", Some(_)) => {
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_loopback());
+            if !loopback {
+                return Err("tls=none is allowed only for a relay on loopback".into());
+            }
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+                .port(url.port().unwrap_or(25))
+        }
+        (scheme, _) => return Err(format!("scheme {scheme}: use smtp:// or smtps://")),
+    };
+    let builder = if url.username().is_empty() {
+        builder
+    } else {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+            decode(url.username()),
+            decode(url.password().unwrap_or("")),
+        ))
+    };
+    Ok(builder.build())
+}
+
 /// Writes one message into the outbox, readable by the owner only.
 fn write_private(dir: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -114,6 +176,29 @@ fn write_private(dir: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn smtp_urls_are_checked() {
+        for ok in [
+            "smtp://relay.example",
+            "smtp://user:p%40ss@relay.example:2525",
+            "smtps://relay.example",
+            "smtp://127.0.0.1:2525?tls=none",
+            "smtp://localhost?tls=none",
+            "smtp://relay.example?tls=required",
+        ] {
+            assert!(smtp(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "smtp://relay.example?tls=none",
+            "smtp://relay.example?tls=opportunistic",
+            "http://relay.example",
+            "smtp://",
+            "not a url",
+        ] {
+            assert!(smtp(bad).is_err(), "{bad}");
+        }
+    }
 
     #[tokio::test]
     async fn the_outbox_keeps_one_private_message_per_file() {

@@ -4,6 +4,7 @@
 //! PostgreSQL schema); PostgreSQL and Redis suites run when
 //! `GATEHOUSE_TEST_DATABASE_URL` and `GATEHOUSE_TEST_REDIS_URL` are set.
 
+mod account_mail;
 mod admin_api;
 mod bootstrap_cli;
 mod client_credentials;

@@ -316,3 +316,166 @@ async fn pipe(client: TcpStream, server: TcpStream, state: Arc<Mutex<ProxyState>
     };
     tokio::join!(up, down);
 }
+
+/// One message a [`SmtpRelay`] accepted: its envelope and its data (dot-unstuffed,
+/// without the final `.` line).
+#[derive(Clone, Debug)]
+pub struct SmtpMessage {
+    /// The `MAIL FROM` address.
+    pub from: String,
+    /// The `RCPT TO` addresses.
+    pub to: Vec<String>,
+    /// The message as sent after `DATA`.
+    pub data: String,
+}
+
+#[derive(Default)]
+struct RelayLog {
+    sessions: usize,
+    commands: Vec<String>,
+    messages: Vec<SmtpMessage>,
+}
+
+/// A local SMTP relay speaking just enough SMTP for lettre (no TLS, no AUTH): it
+/// accepts every message and records it.
+pub struct SmtpRelay {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    log: Arc<Mutex<RelayLog>>,
+    _accept: JoinHandle<()>,
+}
+
+impl SmtpRelay {
+    /// Starts a relay on a free loopback port.
+    pub async fn start() -> SmtpRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+        let addr = listener.local_addr().expect("addr");
+        let log = Arc::new(Mutex::new(RelayLog::default()));
+        let l = log.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                l.lock().expect("lock").sessions += 1;
+                tokio::spawn(smtp_session(conn, l.clone()));
+            }
+        });
+        SmtpRelay {
+            addr,
+            log,
+            _accept: accept,
+        }
+    }
+
+    /// An `smtp://` URL of this relay with `query` appended (say `?tls=none`).
+    pub fn url(&self, query: &str) -> String {
+        format!("smtp://{}{query}", self.addr)
+    }
+
+    /// The messages accepted so far.
+    pub fn messages(&self) -> Vec<SmtpMessage> {
+        self.log.lock().expect("lock").messages.clone()
+    }
+
+    /// The connections accepted so far.
+    pub fn sessions(&self) -> usize {
+        self.log.lock().expect("lock").sessions
+    }
+
+    /// The command verbs received so far (`EHLO`, `MAIL`, ...), in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.log.lock().expect("lock").commands.clone()
+    }
+
+    /// Waits until at least `n` messages arrived or `timeout` passed; returns them.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<SmtpMessage> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let m = self.messages();
+            if m.len() >= n || tokio::time::Instant::now() >= deadline {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The address inside `MAIL FROM:<a> ...` or `RCPT TO:<a>`.
+fn angle_addr(arg: &str) -> String {
+    let start = arg.find('<').map_or(0, |i| i + 1);
+    let end = arg[start..].find('>').map_or(arg.len(), |i| start + i);
+    arg[start..end].to_owned()
+}
+
+async fn smtp_session(conn: TcpStream, log: Arc<Mutex<RelayLog>>) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (r, mut w) = conn.into_split();
+    let mut r = BufReader::new(r);
+    if w.write_all(b"220 relay.test ESMTP\r\n").await.is_err() {
+        return;
+    }
+    let (mut from, mut to) = (String::new(), Vec::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match r.read_line(&mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let cmd = line.trim_end();
+        let (verb, arg) = cmd.split_once(' ').unwrap_or((cmd, ""));
+        let verb = verb.to_ascii_uppercase();
+        log.lock().expect("lock").commands.push(verb.clone());
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" => b"250-relay.test\r\n250 8BITMIME\r\n",
+            "HELO" => b"250 relay.test\r\n",
+            "MAIL" => {
+                from = angle_addr(arg);
+                to.clear();
+                b"250 OK\r\n"
+            }
+            "RCPT" => {
+                to.push(angle_addr(arg));
+                b"250 OK\r\n"
+            }
+            "DATA" => {
+                if w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let mut data = String::new();
+                loop {
+                    line.clear();
+                    match r.read_line(&mut line).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    if line == ".\r\n" {
+                        break;
+                    }
+                    data.push_str(line.strip_prefix('.').unwrap_or(&line));
+                }
+                log.lock().expect("lock").messages.push(SmtpMessage {
+                    from: std::mem::take(&mut from),
+                    to: std::mem::take(&mut to),
+                    data,
+                });
+                b"250 OK queued\r\n"
+            }
+            "RSET" => {
+                from.clear();
+                to.clear();
+                b"250 OK\r\n"
+            }
+            "NOOP" => b"250 OK\r\n",
+            "QUIT" => {
+                let _ = w.write_all(b"221 Bye\r\n").await;
+                return;
+            }
+            _ => b"502 Command not implemented\r\n",
+        };
+        if w.write_all(reply).await.is_err() {
+            return;
+        }
+    }
+}
