@@ -154,12 +154,23 @@ pub async fn sign_up(
     Ok(Some(user))
 }
 
-/// Marks the user's email verified (the person opened the link mailed to it).
-pub async fn verify_email(ctx: &Ctx<'_>, user: &UserRow) -> Result<(), AccessError> {
+/// Marks the user's email verified (the person opened the link mailed to it), with
+/// the password hash chosen by whoever asked for that link, when given: an address
+/// pre-claimed by someone else's unverified sign-up ends up with its owner's
+/// password, not theirs.
+pub async fn verify_email(
+    ctx: &Ctx<'_>,
+    user: &UserRow,
+    password_hash: Option<&str>,
+) -> Result<(), AccessError> {
     let mut tx = ctx.store.begin().await?;
     let seq = store::bump_change(&mut tx, "user", &user.id).await?;
     if !iam::set_user_verified(&mut tx, &user.id).await? {
         return Err(AccessError::NotFound(format!("user:{}", user.id)));
+    }
+    if let Some(hash) = password_hash {
+        iam::set_user_password(&mut tx, &user.id, hash).await?;
+        store::oidc::revoke_user_families(&mut tx, &user.id, "password_set", ctx.now).await?;
     }
     super::finish(
         ctx,

@@ -424,6 +424,18 @@ impl Store {
         Ok(rows.into_iter().map(resource_from).collect())
     }
 
+    /// How many bindings a principal holds directly.
+    pub async fn binding_count(&self, kind: &str, id: &str) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM role_bindings WHERE principal_kind = $1 AND principal_id = $2",
+        )
+        .bind(kind)
+        .bind(id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(n)
+    }
+
     /// Live (not deleted) resources, parents before children.
     pub async fn resources(&self) -> Result<Vec<ResourceRow>> {
         let rows: Vec<ResourceTuple> = sqlx::query_as(

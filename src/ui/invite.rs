@@ -124,7 +124,7 @@ pub async fn page(
     page_for(
         &state,
         &headers,
-        json!({ "token": token, "email": email, "what": what, "new_account": user.is_none(), "display_name": "" }),
+        json!({ "token": token, "email": email, "what": what, "new_account": user.is_none_or(|u| !u.email_verified), "display_name": "" }),
     )
 }
 
@@ -163,9 +163,10 @@ pub async fn accept(
         Ok(Some(u)) if u.disabled => return broken(&state),
         Ok(u) => u,
     };
-    if user.is_none()
-        && let Err(m) = crate::bootstrap::check_password(&f.password)
-    {
+    // An unverified account is as good as none: whoever made it never proved the
+    // address, so the invitee chooses the password now.
+    let needs_password = user.as_ref().is_none_or(|u| !u.email_verified);
+    if needs_password && let Err(m) = crate::bootstrap::check_password(&f.password) {
         return page_for(
             &state,
             &headers,
@@ -178,8 +179,16 @@ pub async fn accept(
         Ok(None) => return broken(&state),
         Ok(Some(_)) => {}
     }
+    let mut password_hash = None;
     let user = match user {
-        Some(u) => u,
+        Some(u) if u.email_verified => u,
+        Some(u) => {
+            match state.passwords.hash(f.password.clone()).await {
+                Ok(h) => password_hash = Some(h),
+                Err(_) => return state.pages.unavailable(),
+            }
+            u
+        }
         None => {
             let view = state.view.load_full();
             let Some(v) = view.as_ref().as_ref() else {
@@ -218,7 +227,7 @@ pub async fn accept(
             }
         }
     };
-    match super::signup::finish_verification(&state, &user).await {
+    match super::signup::finish_verification(&state, &user, password_hash.as_deref(), false).await {
         Ok(said) => state
             .pages
             .message(StatusCode::OK, "Welcome", &said, "Sign in to continue."),

@@ -39,6 +39,9 @@ pub const PER_ADDRESS: u64 = 10;
 #[derive(Serialize, Deserialize)]
 struct Link {
     user_id: String,
+    /// The password chosen with the sign-up that asked for this link.
+    #[serde(default)]
+    password_hash: Option<String>,
 }
 
 fn key(token: &str) -> String {
@@ -167,7 +170,22 @@ pub async fn submit(
     .await
     {
         Ok(Some(user)) => {
-            if send_link(&state, &user.id, &user.email).await.is_err() {
+            if send_link(&state, &user.id, &user.email, user.password_hash.clone())
+                .await
+                .is_err()
+            {
+                return state.pages.unavailable();
+            }
+        }
+        // Signing up again before verifying: a new link, carrying the new password.
+        Ok(None) if existing_unverified(&state, &email).await.is_some() => {
+            let user = existing_unverified(&state, &email).await;
+            let hash = state.passwords.hash(f.password.clone()).await.ok();
+            let sent_link = match (user, hash) {
+                (Some(u), Some(h)) => send_link(&state, &u.id, &u.email, Some(h)).await,
+                _ => Err(()),
+            };
+            if sent_link.is_err() {
                 return state.pages.unavailable();
             }
         }
@@ -190,11 +208,29 @@ pub async fn submit(
     sent
 }
 
-/// Mails a verification link for `user_id` to `email`.
-async fn send_link(state: &AppState, user_id: &str, email: &str) -> Result<(), ()> {
+/// The account of `email` if it exists, is not verified and not disabled.
+async fn existing_unverified(state: &AppState, email: &str) -> Option<crate::store::iam::UserRow> {
+    state
+        .store
+        .user_by_email(email)
+        .await
+        .ok()
+        .flatten()
+        .filter(|u| !u.email_verified && !u.disabled)
+}
+
+/// Mails a verification link for `user_id` to `email`; verifying sets
+/// `password_hash`.
+async fn send_link(
+    state: &AppState,
+    user_id: &str,
+    email: &str,
+    password_hash: Option<String>,
+) -> Result<(), ()> {
     let token = crate::crypto::b64(&crate::crypto::random_bytes::<32>());
     let body = serde_json::to_vec(&Link {
         user_id: user_id.to_owned(),
+        password_hash,
     })
     .map_err(|_| ())?;
     state
@@ -238,7 +274,7 @@ async fn linked_user(
     state: &AppState,
     token: &str,
     take: bool,
-) -> Result<Option<crate::store::iam::UserRow>, ()> {
+) -> Result<Option<(crate::store::iam::UserRow, Option<String>)>, ()> {
     let raw = if take {
         state.ephemeral.take(&key(token)).await
     } else {
@@ -252,7 +288,7 @@ async fn linked_user(
         .store
         .user_by_id(&link.user_id)
         .await
-        .map(|u| u.filter(|u| !u.disabled))
+        .map(|u| u.filter(|u| !u.disabled).map(|u| (u, link.password_hash)))
         .map_err(|_| ())
 }
 
@@ -266,7 +302,7 @@ pub async fn verify_page(
     match linked_user(&state, &token, false).await {
         Err(()) => state.pages.unavailable(),
         Ok(None) => broken(&state),
-        Ok(Some(u)) => {
+        Ok(Some((u, _))) => {
             let csrf = session::csrf(&state, &headers);
             let mut r = state.pages.render(
                 StatusCode::OK,
@@ -300,12 +336,12 @@ pub async fn verify(
     if !session::csrf_ok(&state, &headers, f.csrf_token.as_deref()) {
         return super::authorize::forbidden(&state);
     }
-    let user = match linked_user(&state, &f.token, true).await {
+    let (user, hash) = match linked_user(&state, &f.token, true).await {
         Err(()) => return state.pages.unavailable(),
         Ok(None) => return broken(&state),
-        Ok(Some(u)) => u,
+        Ok(Some(l)) => l,
     };
-    match finish_verification(&state, &user).await {
+    match finish_verification(&state, &user, hash.as_deref(), state.config.signup_enabled).await {
         Ok(joined) => state.pages.message(
             StatusCode::OK,
             "Your email is verified",
@@ -316,11 +352,14 @@ pub async fn verify(
     }
 }
 
-/// Marks `user` verified, accepts its invitations or, with none, creates its
-/// organization; says what happened.
+/// Marks `user` verified (with `password_hash` as its password, when given), accepts
+/// its invitations or, with none and when `may_create_org`, creates its organization;
+/// says what happened.
 pub async fn finish_verification(
     state: &AppState,
     user: &crate::store::iam::UserRow,
+    password_hash: Option<&str>,
+    may_create_org: bool,
 ) -> Result<String, AccessError> {
     let view = state.view.load_full();
     let Some(v) = view.as_ref().as_ref() else {
@@ -332,8 +371,8 @@ pub async fn finish_verification(
         ephemeral: &state.ephemeral,
         now: crate::now_unix(),
     };
-    if !user.email_verified {
-        access::accounts::verify_email(&ctx, user).await?;
+    if !user.email_verified || password_hash.is_some() {
+        access::accounts::verify_email(&ctx, user, password_hash).await?;
     }
     let outcomes = access::invitations::accept(&ctx, &user.id, &user.email).await?;
     let joined: Vec<String> = outcomes
@@ -348,12 +387,9 @@ pub async fn finish_verification(
             format!("You now hold {}.", joined.join(", "))
         });
     }
-    // Signed up with no invitation waiting: an organization of their own.
-    let holds_any = !v
-        .evaluator
-        .bindings_of(&crate::iam::PrincipalRef::user(user.id.clone()))
-        .is_empty();
-    if holds_any {
+    // Signed up with no invitation waiting: an organization of their own (the store
+    // decides, not this node's view, which may trail it).
+    if !may_create_org || state.store.binding_count("user", &user.id).await? > 0 {
         return Ok("You can sign in now.".into());
     }
     let actor = access::accounts::self_actor(user);

@@ -18,5 +18,6 @@ mod oidc_flow;
 mod policies;
 mod readiness;
 mod roles_migrate;
+mod signup_invite;
 mod store_contract;
 mod support;
