@@ -15,12 +15,10 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{cpu_seconds, free_port, gatehouse, openssl, rate, start_with, stop};
+use common::{Run, free_port, gatehouse, load, openssl, rate, start_with, stop};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -152,79 +150,12 @@ impl Browser {
     }
 }
 
-/// What one load run measured.
-struct Run {
-    done: u64,
-    failed: u64,
-    cpu: f64,
-    wall: f64,
-    p99_ms: f64,
-}
-
-impl Run {
-    fn per_cpu(&self) -> f64 {
-        self.done as f64 / self.cpu.max(0.01)
-    }
-}
-
-/// Runs `tasks` concurrent loops of `op` for the configured time, timing each call.
-async fn load<S, F, Fut>(pid: u32, tasks: usize, init: Vec<S>, op: F) -> Run
-where
-    S: Send + 'static,
-    F: Fn(S) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = (S, bool)> + Send,
-{
-    let secs: u64 = std::env::var("OAUTH_BENCH_SECS")
+/// Each run's length: `OAUTH_BENCH_SECS`, default 10.
+fn secs() -> u64 {
+    std::env::var("OAUTH_BENCH_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let stop = Arc::new(AtomicBool::new(false));
-    let before = cpu_seconds(pid);
-    let started = Instant::now();
-    let mut handles = Vec::new();
-    for s in init.into_iter().take(tasks) {
-        let stop = stop.clone();
-        let op = op.clone();
-        handles.push(tokio::spawn(async move {
-            let mut s = s;
-            let mut lat = Vec::new();
-            let mut failed = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                let (next, ok) = op(s).await;
-                s = next;
-                if ok {
-                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                } else {
-                    failed += 1;
-                }
-            }
-            (lat, failed)
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
-    let mut failed = 0;
-    for h in handles {
-        let (l, f) = h.await.expect("task");
-        lat.extend(l);
-        failed += f;
-    }
-    let wall = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid) - before;
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let p99 = lat
-        .get((lat.len() as f64 * 0.99) as usize)
-        .copied()
-        .unwrap_or(f64::NAN);
-    Run {
-        done: lat.len() as u64,
-        failed,
-        cpu,
-        wall,
-        p99_ms: p99,
-    }
+        .unwrap_or(10)
 }
 
 fn report(what: &str, run: &Run, unit: &str, limit: f64, limit_name: &str) {
@@ -275,7 +206,7 @@ async fn client_credentials(pid: u32, base: &str, id: &str, secret: &str) -> Run
     );
     let http = client();
     let url = format!("{base}/oauth2/token");
-    load(pid, 32, vec![(); 32], move |()| {
+    load(pid, 32, secs(), vec![(); 32], move |()| {
         let (http, url, basic) = (http.clone(), url.clone(), basic.clone());
         async move {
             let ok = http
@@ -367,7 +298,7 @@ fn main() {
     });
     let http = client();
     let url = format!("{base}/oauth2/token");
-    let run = rt.block_on(load(pid, 32, tokens, move |token: String| {
+    let run = rt.block_on(load(pid, 32, secs(), tokens, move |token: String| {
         let (http, url) = (http.clone(), url.clone());
         async move {
             let r = http
@@ -409,10 +340,16 @@ fn main() {
             csrf_cookie: None,
         })
         .collect();
-    let run = rt.block_on(load(pid, 8, browsers, |mut b: Browser| async move {
-        let ok = b.login("openid roles").await.is_some();
-        (b, ok)
-    }));
+    let run = rt.block_on(load(
+        pid,
+        8,
+        secs(),
+        browsers,
+        |mut b: Browser| async move {
+            let ok = b.login("openid roles").await.is_some();
+            (b, ok)
+        },
+    ));
     report(
         "complete logins (authorize, login page, form post, resume, code exchange), 8 browsers",
         &run,
