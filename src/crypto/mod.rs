@@ -32,3 +32,14 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     aws_lc_rs::rand::fill(&mut out).expect("system random generator failed");
     out
 }
+
+/// A new single-use token for a link or a code: 256 random bits, base64url.
+pub fn new_token() -> String {
+    b64(&random_bytes::<32>())
+}
+
+/// The base64url SHA-256 of a token: how tokens are kept, so that a leak of the
+/// store yields none of them.
+pub fn token_hash(token: &str) -> String {
+    b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref())
+}

@@ -4,11 +4,11 @@
 
 use aws_lc_rs::hmac;
 
-use super::{b64, random_bytes, unb64};
+use super::{b64, unb64};
 
 /// A new secret (base64url of 32 random bytes).
 pub fn generate() -> String {
-    b64(&random_bytes::<32>())
+    super::new_token()
 }
 
 /// The stored form of `secret`.

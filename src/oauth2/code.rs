@@ -52,11 +52,6 @@ struct Redeemed {
     exp: i64,
 }
 
-fn digest(code: &str) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, code.as_bytes());
-    crate::crypto::b64(d.as_ref())
-}
-
 /// A grant as stored, with the names of what its exchange will issue, chosen now so
 /// that a replay can revoke them whenever it comes.
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,7 +63,7 @@ struct Stored {
 
 /// Stores a grant and returns its code.
 pub async fn issue(state: &AppState, grant: &CodeGrant) -> Result<String, EphemeralError> {
-    let code = crate::crypto::b64(&crate::crypto::random_bytes::<32>());
+    let code = crate::crypto::new_token();
     let stored = Stored {
         grant: grant.clone(),
         family: uuid::Uuid::now_v7().to_string(),
@@ -77,7 +72,11 @@ pub async fn issue(state: &AppState, grant: &CodeGrant) -> Result<String, Epheme
     let body = serde_json::to_vec(&stored).unwrap_or_default();
     state
         .ephemeral
-        .put(&format!("code:{}", digest(&code)), &body, CODE_TTL)
+        .put(
+            &format!("code:{}", crate::crypto::token_hash(&code)),
+            &body,
+            CODE_TTL,
+        )
         .await?;
     Ok(code)
 }
@@ -102,7 +101,7 @@ pub async fn grant(
     let code = form
         .get("code")
         .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
-    let hash = digest(code);
+    let hash = crate::crypto::token_hash(code);
     let invalid = || OAuthError::invalid_grant("the code is invalid, expired or already used");
     let Some(raw) = state
         .ephemeral

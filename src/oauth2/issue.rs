@@ -257,14 +257,10 @@ pub async fn record(state: &AppState, client: &ClientRow, user_id: &str, issued:
 /// A new refresh token: 256 random bits, prefixed so it is told from a JWT at a
 /// glance (and by secret scanners).
 pub fn new_refresh_token() -> String {
-    format!(
-        "ghr_{}",
-        crate::crypto::b64(&crate::crypto::random_bytes::<32>())
-    )
+    format!("ghr_{}", crate::crypto::new_token())
 }
 
 /// The stored form of a refresh token.
 pub fn refresh_hash(token: &str) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    crate::crypto::b64(d.as_ref())
+    crate::crypto::token_hash(token)
 }

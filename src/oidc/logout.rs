@@ -110,22 +110,18 @@ pub async fn logout(
         return authorize::forbidden(&state);
     }
     if cur.is_some() && !hint_ok && !confirmed {
-        let csrf = session::csrf(&state, &headers);
-        let mut r = state.pages.render(
+        return ui::form(
+            &state,
+            &headers,
             StatusCode::OK,
             "logout.html",
             json!({
-                "csrf_token": csrf.token,
                 "client_id": client.as_ref().map(|c| c.client_id.clone()),
                 "client_name": client.as_ref().map(|c| c.display_name.clone()),
                 "post_logout_redirect_uri": back,
                 "state": params.get("state"),
             }),
         );
-        if let Some(c) = csrf.set_cookie {
-            r.headers_mut().append(header::SET_COOKIE, c);
-        }
-        return r;
     }
     if let Some(c) = &cur {
         let now = crate::now_unix();

@@ -348,23 +348,19 @@ async fn consent_page(
         Ok(Some(u)) => u.email,
         _ => return state.pages.unavailable(),
     };
-    let csrf = session::csrf(state, headers);
     let items: Vec<String> = consent_items(req).iter().map(|i| describe(i)).collect();
-    let mut r = state.pages.render(
+    super::form(
+        state,
+        headers,
         StatusCode::OK,
         "consent.html",
         json!({
-            "csrf_token": csrf.token,
             "pending": id,
             "client_name": client.display_name,
             "email": email,
             "items": items,
         }),
-    );
-    if let Some(c) = csrf.set_cookie {
-        r.headers_mut().append(header::SET_COOKIE, c);
-    }
-    r
+    )
 }
 
 /// The consent form.

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -25,8 +25,7 @@ pub const PATH: &str = "/invite";
 pub const LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 fn key(token: &str) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    format!("invite:{}", crate::crypto::b64(d.as_ref()))
+    format!("invite:{}", crate::crypto::token_hash(token))
 }
 
 /// Mails `email` a link to accept being invited to `role` on `scope` by `by`.
@@ -37,7 +36,7 @@ pub async fn send(
     scope: &str,
     by: &str,
 ) -> Result<(), EphemeralError> {
-    let token = crate::crypto::b64(&crate::crypto::random_bytes::<32>());
+    let token = crate::crypto::new_token();
     let what = format!("{role} on {scope}");
     let body = serde_json::to_vec(&json!({ "email": email, "what": what })).unwrap_or_default();
     state.ephemeral.put(&key(&token), &body, LINK_TTL).await?;
@@ -84,19 +83,8 @@ fn broken(state: &AppState) -> Response {
     )
 }
 
-fn page_for(state: &AppState, headers: &HeaderMap, mut ctx: serde_json::Value) -> Response {
-    let csrf = session::csrf(state, headers);
-    ctx["csrf_token"] = json!(csrf.token);
-    let status = if ctx["error"].is_string() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
-    let mut r = state.pages.render(status, "invite.html", ctx);
-    if let Some(c) = csrf.set_cookie {
-        r.headers_mut().append(header::SET_COOKIE, c);
-    }
-    r
+fn page_for(state: &AppState, headers: &HeaderMap, ctx: serde_json::Value) -> Response {
+    super::form_again(state, headers, "invite.html", ctx)
 }
 
 /// The link's query.

@@ -40,22 +40,18 @@ struct Form<'a> {
 }
 
 fn render(state: &AppState, headers: &HeaderMap, status: StatusCode, f: Form<'_>) -> Response {
-    let csrf = session::csrf(state, headers);
-    let mut r = state.pages.render(
+    super::form(
+        state,
+        headers,
         status,
         "login.html",
         json!({
-            "csrf_token": csrf.token,
             "pending": f.pending,
             "client_name": f.client_name,
             "email": f.email,
             "error": f.error,
         }),
-    );
-    if let Some(c) = csrf.set_cookie {
-        r.headers_mut().append(header::SET_COOKIE, c);
-    }
-    r
+    )
 }
 
 fn client_name(state: &AppState, client_id: &str) -> Option<String> {

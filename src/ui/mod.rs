@@ -116,6 +116,39 @@ impl Pages {
     }
 }
 
+/// A page with a form: `ctx` gets the browser's CSRF token as `csrf_token`, and the
+/// response sets the per-browser cookie when the browser has none yet.
+pub fn form(
+    state: &crate::server::AppState,
+    headers: &axum::http::HeaderMap,
+    status: StatusCode,
+    template: &str,
+    mut ctx: Value,
+) -> Response {
+    let csrf = session::csrf(state, headers);
+    ctx["csrf_token"] = json!(csrf.token);
+    let mut r = state.pages.render(status, template, ctx);
+    if let Some(c) = csrf.set_cookie {
+        r.headers_mut().append(header::SET_COOKIE, c);
+    }
+    r
+}
+
+/// A form page answering a submission: 400 when `ctx` carries an `error`.
+pub fn form_again(
+    state: &crate::server::AppState,
+    headers: &axum::http::HeaderMap,
+    template: &str,
+    ctx: Value,
+) -> Response {
+    let status = if ctx["error"].is_string() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    form(state, headers, status, template, ctx)
+}
+
 /// Adds the page headers to an HTML body.
 fn page(status: StatusCode, body: String) -> Response {
     let mut r = (status, body).into_response();

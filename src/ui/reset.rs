@@ -32,28 +32,11 @@ pub const LINK_TTL: Duration = Duration::from_secs(30 * 60);
 pub const REQUESTS_PER_WINDOW: u64 = 5;
 
 fn key(token: &str) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    format!("reset:{}", crate::crypto::b64(d.as_ref()))
+    format!("reset:{}", crate::crypto::token_hash(token))
 }
 
-fn form(
-    state: &AppState,
-    headers: &HeaderMap,
-    template: &str,
-    mut ctx: serde_json::Value,
-) -> Response {
-    let csrf = session::csrf(state, headers);
-    ctx["csrf_token"] = json!(csrf.token);
-    let status = if ctx["error"].is_string() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
-    let mut r = state.pages.render(status, template, ctx);
-    if let Some(c) = csrf.set_cookie {
-        r.headers_mut().append(header::SET_COOKIE, c);
-    }
-    r
+fn form(state: &AppState, headers: &HeaderMap, template: &str, ctx: serde_json::Value) -> Response {
+    super::form_again(state, headers, template, ctx)
 }
 
 /// `GET /reset`.
@@ -112,7 +95,7 @@ pub async fn request(
     let user = user.filter(|u| !u.disabled);
     // The same write either way (for no account, a link that leads nowhere), so the
     // answer takes as long.
-    let token = crate::crypto::b64(&crate::crypto::random_bytes::<32>());
+    let token = crate::crypto::new_token();
     let value = user.as_ref().map(|u| u.id.as_bytes()).unwrap_or(b"");
     if state
         .ephemeral

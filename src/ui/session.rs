@@ -131,7 +131,7 @@ pub async fn start(
     state: &AppState,
     session: &Session,
 ) -> Result<(HeaderValue, String), EphemeralError> {
-    let id = crate::crypto::b64(&crate::crypto::random_bytes::<32>());
+    let id = crate::crypto::new_token();
     let sid = sid_of(&id);
     let ttl = Duration::from_secs(state.config.session_ttl_secs);
     let body = serde_json::to_vec(session).unwrap_or_default();
@@ -170,7 +170,7 @@ pub fn csrf(state: &AppState, headers: &HeaderMap) -> Csrf {
             set_cookie: None,
         },
         None => {
-            let browser = crate::crypto::b64(&crate::crypto::random_bytes::<32>());
+            let browser = crate::crypto::new_token();
             Csrf {
                 token: token_for(state, &browser),
                 set_cookie: Some(set_cookie(state, CSRF_COOKIE, &browser, None)),

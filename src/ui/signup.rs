@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -45,8 +45,7 @@ struct Link {
 }
 
 fn key(token: &str) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    format!("verify:{}", crate::crypto::b64(d.as_ref()))
+    format!("verify:{}", crate::crypto::token_hash(token))
 }
 
 fn closed(state: &AppState) -> Response {
@@ -58,19 +57,8 @@ fn closed(state: &AppState) -> Response {
     )
 }
 
-fn form(state: &AppState, headers: &HeaderMap, mut ctx: serde_json::Value) -> Response {
-    let csrf = session::csrf(state, headers);
-    ctx["csrf_token"] = json!(csrf.token);
-    let status = if ctx["error"].is_string() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
-    let mut r = state.pages.render(status, "signup.html", ctx);
-    if let Some(c) = csrf.set_cookie {
-        r.headers_mut().append(header::SET_COOKIE, c);
-    }
-    r
+fn form(state: &AppState, headers: &HeaderMap, ctx: serde_json::Value) -> Response {
+    super::form_again(state, headers, "signup.html", ctx)
 }
 
 /// `GET /signup`.
@@ -227,7 +215,7 @@ async fn send_link(
     email: &str,
     password_hash: Option<String>,
 ) -> Result<(), ()> {
-    let token = crate::crypto::b64(&crate::crypto::random_bytes::<32>());
+    let token = crate::crypto::new_token();
     let body = serde_json::to_vec(&Link {
         user_id: user_id.to_owned(),
         password_hash,
@@ -302,18 +290,13 @@ pub async fn verify_page(
     match linked_user(&state, &token, false).await {
         Err(()) => state.pages.unavailable(),
         Ok(None) => broken(&state),
-        Ok(Some((u, _))) => {
-            let csrf = session::csrf(&state, &headers);
-            let mut r = state.pages.render(
-                StatusCode::OK,
-                "verify.html",
-                json!({ "csrf_token": csrf.token, "token": token, "email": u.email }),
-            );
-            if let Some(c) = csrf.set_cookie {
-                r.headers_mut().append(header::SET_COOKIE, c);
-            }
-            r
-        }
+        Ok(Some((u, _))) => super::form(
+            &state,
+            &headers,
+            StatusCode::OK,
+            "verify.html",
+            json!({ "token": token, "email": u.email }),
+        ),
     }
 }
 
