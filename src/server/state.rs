@@ -44,15 +44,15 @@ pub struct View {
     /// The change sequence it reflects.
     pub seq: i64,
     /// Every binding, membership and principal state, ready to evaluate.
-    pub evaluator: Evaluator,
+    pub evaluator: Arc<Evaluator>,
     /// Service-account credentials by client id, so client credentials read no
     /// database.
-    pub service_accounts: HashMap<String, ServiceAccountCredentials>,
+    pub service_accounts: Arc<HashMap<String, ServiceAccountCredentials>>,
     /// OAuth clients for browser login, by client id.
-    pub clients: HashMap<String, Arc<ClientRow>>,
+    pub clients: Arc<HashMap<String, Arc<ClientRow>>>,
     /// Identifiers of the registered APIs (valid `resource` values besides the admin
     /// API).
-    pub apis: HashSet<String>,
+    pub apis: Arc<HashSet<String>>,
 }
 
 /// Shared node state; cheap to clone.

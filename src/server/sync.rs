@@ -2,6 +2,7 @@
 //! a node reloads what it holds in memory when a Redis notice arrives and also polls
 //! the sequence, so a lost notice delays a change by one poll interval at most.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,8 +12,11 @@ use tokio::sync::watch;
 use super::state::{AppState, Document, View};
 use crate::crypto::keyring::KeyRing;
 use crate::ephemeral::{Ephemeral, EphemeralStore};
-use crate::iam::{Catalog, Evaluator, Roles};
+use crate::iam::evaluator::Delta;
+use crate::iam::{Catalog, Evaluator, PrincipalRef, Roles};
 use crate::store::Store;
+use crate::store::directory::ServiceAccountCredentials;
+use crate::store::iam::ClientRow;
 
 /// The notice channel for change-sequence bumps.
 pub const CHANGES: &str = "changes";
@@ -25,7 +29,73 @@ pub async fn announce(ephemeral: &Ephemeral, seq: i64) {
     }
 }
 
+/// At most this many changes are applied as a delta; more reload everything.
+const MAX_DELTA: i64 = 1_000;
+
+/// What a run of changes touched, beyond the keys (which are always reread).
+#[derive(Default)]
+struct Touched {
+    /// Something only a full reload covers (roles, APIs, the catalog, bootstrap).
+    everything: bool,
+    principals: Vec<PrincipalRef>,
+    scopes: Vec<(String, bool)>,
+    service_accounts: bool,
+    clients: bool,
+}
+
+/// Maps the recorded changes to what they touched. Each kind names what its writers
+/// change: a policy its scope's bindings; a user, service account or group itself
+/// (state, memberships, bindings); a resource its bindings and those beneath it; an
+/// invitation the invited person's bindings.
+async fn touched(store: &Store, changes: &[(i64, String, String)]) -> Result<Touched, String> {
+    let mut t = Touched::default();
+    let err = |e: crate::store::StoreError| e.to_string();
+    for (_, kind, target) in changes {
+        match kind.as_str() {
+            "policy" => t.scopes.push((target.clone(), false)),
+            "resource" => {
+                t.scopes.push((target.clone(), true));
+                t.clients = true;
+            }
+            "user" => t.principals.push(PrincipalRef::user(target.clone())),
+            "invitation" => {
+                if let Some(u) = store.user_by_email(target).await.map_err(err)? {
+                    t.principals.push(PrincipalRef::user(u.id));
+                }
+            }
+            "service_account" => {
+                t.service_accounts = true;
+                // Written by name when it is created or given credentials, by id when
+                // it is disabled or deleted (its name may be gone by then).
+                if target.contains('/') {
+                    if let Some(sa) = store.service_account_by_name(target).await.map_err(err)? {
+                        t.principals.push(PrincipalRef::service_account(sa.id));
+                    }
+                } else {
+                    t.principals
+                        .push(PrincipalRef::service_account(target.clone()));
+                }
+            }
+            "group" => {
+                if let Some(g) = store.group_by_name(target).await.map_err(err)? {
+                    t.principals.push(PrincipalRef::group(g.id));
+                }
+            }
+            "client" => t.clients = true,
+            "keys" => {}
+            _ => t.everything = true,
+        }
+    }
+    t.principals.sort();
+    t.principals.dedup();
+    t.scopes.sort();
+    t.scopes.dedup();
+    Ok(t)
+}
+
 /// Reloads keys and IAM data from the store, then records the sequence they reflect.
+/// A short run of changes since the view held is applied to a copy of it; anything
+/// else (no view yet, many changes, a change to roles) rebuilds it from the store.
 pub async fn reload(state: &AppState) -> Result<(), String> {
     // Read the sequence first: anything committed after it is picked up next time.
     let seq = state.store.current_seq().await.map_err(|e| e.to_string())?;
@@ -45,27 +115,98 @@ pub async fn reload(state: &AppState) -> Result<(), String> {
         // Keep signing with what we have; the store holds a key we cannot open.
         Err(e) => tracing::error!(error = %e, "stored signing keys changed but cannot be loaded"),
     }
+    let current = state.view.load_full();
+    let fresh = match current.as_ref() {
+        Some(v) if v.seq >= seq => return Ok(()),
+        Some(v) if seq - v.seq <= MAX_DELTA => match apply_changes(state, v, seq).await? {
+            Some(view) => view,
+            None => load_view(state, seq).await?,
+        },
+        _ => load_view(state, seq).await?,
+    };
+    // Two reloads may overlap (the follower, and a write that reloads at once): the
+    // one that read the older sequence must not replace a newer view.
+    let fresh = Arc::new(Some(fresh));
+    state.view.rcu(|current| match current.as_ref() {
+        Some(v) if v.seq > seq => current.clone(),
+        _ => fresh.clone(),
+    });
+    state.applied_seq.fetch_max(seq, Ordering::AcqRel);
+    Ok(())
+}
+
+/// The view at `seq` built from `base` and the changes after it; `None` when they
+/// need a full reload.
+async fn apply_changes(state: &AppState, base: &View, seq: i64) -> Result<Option<View>, String> {
+    let err = |e: crate::store::StoreError| e.to_string();
+    let changes = state
+        .store
+        .changes_between(base.seq, seq, MAX_DELTA)
+        .await
+        .map_err(err)?;
+    // Every number in between must be there, or something is unaccounted for.
+    if changes.len() as i64 != seq - base.seq {
+        return Ok(None);
+    }
+    let t = touched(&state.store, &changes).await?;
+    if t.everything {
+        return Ok(None);
+    }
+    let mut delta = Delta::default();
+    for p in &t.principals {
+        delta
+            .principals
+            .push(state.store.principal_slice(p).await.map_err(err)?);
+    }
+    for (scope, subtree) in &t.scopes {
+        delta.scopes.push(
+            state
+                .store
+                .scope_slice(scope, *subtree)
+                .await
+                .map_err(err)?,
+        );
+    }
+    let service_accounts = match t.service_accounts {
+        true => Arc::new(load_service_accounts(&state.store).await?),
+        false => base.service_accounts.clone(),
+    };
+    let clients = match t.clients {
+        true => Arc::new(load_clients(&state.store).await?),
+        false => base.clients.clone(),
+    };
+    // Copying a large evaluator takes a while: off the request threads.
+    let evaluator = base.evaluator.clone();
+    let applied = tokio::task::spawn_blocking(move || evaluator.apply(&delta))
+        .await
+        .map_err(|e| e.to_string())?;
+    let evaluator = match applied {
+        Ok(ev) => ev,
+        Err(e) => {
+            tracing::warn!(error = %e, "change not applicable as a delta; reloading everything");
+            return Ok(None);
+        }
+    };
+    // Replaced bindings take memory until a rebuild; rebuild once they are many.
+    if evaluator.dead_bindings() > evaluator.binding_count().max(100_000) {
+        return Ok(None);
+    }
+    Ok(Some(View {
+        seq,
+        evaluator: Arc::new(evaluator),
+        service_accounts,
+        clients,
+        apis: base.apis.clone(),
+    }))
+}
+
+/// Everything from the store, at `seq` or later.
+async fn load_view(state: &AppState, seq: i64) -> Result<View, String> {
     let evaluator = load_evaluator(&state.store, &state.catalog).await?;
     let published = Document::new(&evaluator.roles().published(None));
     if published.etag != state.role_catalog.load().etag {
         state.role_catalog.store(Arc::new(published));
     }
-    let service_accounts = state
-        .store
-        .service_account_credentials()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|c| (c.client_id.clone(), c))
-        .collect();
-    let clients = state
-        .store
-        .clients()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|c| (c.client_id.clone(), Arc::new(c)))
-        .collect();
     let apis = state
         .store
         .api_identifiers()
@@ -73,21 +214,35 @@ pub async fn reload(state: &AppState) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .into_iter()
         .collect();
-    // Two reloads may overlap (the follower, and a write that reloads at once): the
-    // one that read the older sequence must not replace a newer view.
-    let fresh = Arc::new(Some(View {
+    Ok(View {
         seq,
-        evaluator,
-        service_accounts,
-        clients,
-        apis,
-    }));
-    state.view.rcu(|current| match current.as_ref() {
-        Some(v) if v.seq > seq => current.clone(),
-        _ => fresh.clone(),
-    });
-    state.applied_seq.fetch_max(seq, Ordering::AcqRel);
-    Ok(())
+        evaluator: Arc::new(evaluator),
+        service_accounts: Arc::new(load_service_accounts(&state.store).await?),
+        clients: Arc::new(load_clients(&state.store).await?),
+        apis: Arc::new(apis),
+    })
+}
+
+async fn load_service_accounts(
+    store: &Store,
+) -> Result<HashMap<String, ServiceAccountCredentials>, String> {
+    Ok(store
+        .service_account_credentials()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|c| (c.client_id.clone(), c))
+        .collect())
+}
+
+async fn load_clients(store: &Store) -> Result<HashMap<String, Arc<ClientRow>>, String> {
+    Ok(store
+        .clients()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|c| (c.client_id.clone(), Arc::new(c)))
+        .collect())
 }
 
 /// Builds the evaluator from the store under `catalog`; a stored binding whose role

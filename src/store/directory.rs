@@ -7,7 +7,8 @@ use sqlx::AnyConnection;
 use super::{Result, Store, StoreError, flag};
 use crate::iam::catalog::{RoleDef, RoleKind};
 use crate::iam::evaluator::{
-    BindingInput, MembershipInput, PrincipalInput, PrincipalKind, PrincipalRef,
+    BindingInput, MembershipInput, PrincipalInput, PrincipalKind, PrincipalRef, PrincipalSlice,
+    ScopeSlice,
 };
 use crate::iam::permissions::Permission;
 
@@ -30,6 +31,18 @@ fn principal(kind: &str, id: String) -> Result<PrincipalRef> {
     let kind = PrincipalKind::parse(kind)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown principal kind {kind:?}")))?;
     Ok(PrincipalRef { kind, id })
+}
+
+type BindingTuple = (String, String, String, String, String, Option<i64>);
+
+fn binding_from((id, scope, role, kind, pid, expires_at): BindingTuple) -> Result<BindingInput> {
+    Ok(BindingInput {
+        id,
+        scope,
+        role,
+        principal: principal(&kind, pid)?,
+        expires_at,
+    })
 }
 
 /// A group row.
@@ -123,20 +136,14 @@ impl Store {
                 member: principal(&kind, id)?,
             });
         }
-        let bindings: Vec<(String, String, String, String, String, Option<i64>)> = sqlx::query_as(
+        let bindings: Vec<BindingTuple> = sqlx::query_as(
             "SELECT id, scope, role, principal_kind, principal_id, expires_at FROM role_bindings",
         )
         .fetch_all(self.pool())
         .await?;
         data.bindings.reserve(bindings.len());
-        for (id, scope, role, kind, pid, expires_at) in bindings {
-            data.bindings.push(BindingInput {
-                id,
-                scope,
-                role,
-                principal: principal(&kind, pid)?,
-                expires_at,
-            });
+        for row in bindings {
+            data.bindings.push(binding_from(row)?);
         }
         let perms: Vec<(String, String)> =
             sqlx::query_as("SELECT name, description FROM api_permissions ORDER BY name")
@@ -164,6 +171,109 @@ impl Store {
             });
         }
         Ok(data)
+    }
+
+    /// One principal as stored now: its state, its groups (a group's members) and
+    /// its bindings.
+    pub async fn principal_slice(&self, p: &PrincipalRef) -> Result<PrincipalSlice> {
+        let active = match p.kind {
+            PrincipalKind::User => {
+                let row: Option<(i64, i64)> =
+                    sqlx::query_as("SELECT email_verified, disabled FROM users WHERE id = $1")
+                        .bind(&p.id)
+                        .fetch_optional(self.pool())
+                        .await?;
+                row.map(|(verified, disabled)| flag(verified) && !flag(disabled))
+            }
+            PrincipalKind::ServiceAccount => {
+                let row: Option<(i64,)> =
+                    sqlx::query_as("SELECT disabled FROM service_accounts WHERE id = $1")
+                        .bind(&p.id)
+                        .fetch_optional(self.pool())
+                        .await?;
+                row.map(|(disabled,)| !flag(disabled))
+            }
+            PrincipalKind::Group => {
+                let row: Option<(String,)> = sqlx::query_as("SELECT id FROM groups WHERE id = $1")
+                    .bind(&p.id)
+                    .fetch_optional(self.pool())
+                    .await?;
+                row.map(|_| true)
+            }
+        };
+        let related = if p.kind == PrincipalKind::Group {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT member_kind, member_id FROM group_members WHERE group_id = $1",
+            )
+            .bind(&p.id)
+            .fetch_all(self.pool())
+            .await?;
+            rows.into_iter()
+                .map(|(kind, id)| principal(&kind, id))
+                .collect::<Result<_>>()?
+        } else {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT group_id FROM group_members WHERE member_kind = $1 AND member_id = $2",
+            )
+            .bind(p.kind.as_str())
+            .bind(&p.id)
+            .fetch_all(self.pool())
+            .await?;
+            rows.into_iter()
+                .map(|(g,)| PrincipalRef::group(g))
+                .collect()
+        };
+        let rows: Vec<BindingTuple> = sqlx::query_as(
+            "SELECT id, scope, role, principal_kind, principal_id, expires_at FROM role_bindings \
+             WHERE principal_kind = $1 AND principal_id = $2",
+        )
+        .bind(p.kind.as_str())
+        .bind(&p.id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(PrincipalSlice {
+            principal: p.clone(),
+            active,
+            related,
+            bindings: rows.into_iter().map(binding_from).collect::<Result<_>>()?,
+        })
+    }
+
+    /// The bindings stored on `scope` and, with `subtree`, on everything beneath it.
+    pub async fn scope_slice(&self, scope: &str, subtree: bool) -> Result<ScopeSlice> {
+        let rows: Vec<BindingTuple> = if subtree {
+            // LIKE narrows (it ignores ASCII case on SQLite); the exact test follows.
+            let escaped = scope
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            sqlx::query_as(
+                "SELECT id, scope, role, principal_kind, principal_id, expires_at \
+                 FROM role_bindings WHERE scope = $1 OR scope LIKE $2 ESCAPE '\\'",
+            )
+            .bind(scope)
+            .bind(format!("{escaped}/%"))
+            .fetch_all(self.pool())
+            .await?
+        } else {
+            sqlx::query_as(
+                "SELECT id, scope, role, principal_kind, principal_id, expires_at \
+                 FROM role_bindings WHERE scope = $1",
+            )
+            .bind(scope)
+            .fetch_all(self.pool())
+            .await?
+        };
+        let bindings = rows
+            .into_iter()
+            .filter(|r| r.1 == scope || crate::iam::names::is_proper_ancestor(scope, &r.1))
+            .map(binding_from)
+            .collect::<Result<_>>()?;
+        Ok(ScopeSlice {
+            scope: scope.to_owned(),
+            subtree,
+            bindings,
+        })
     }
 
     /// Applies a role-migration plan in one transaction, each step audited; returns

@@ -191,6 +191,24 @@ impl Store {
         tx.map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
+    /// The changes recorded after `after` up to `upto`, in order, as (seq, kind,
+    /// target); at most `limit` of them.
+    pub async fn changes_between(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT seq, kind, target FROM changes WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(after)
+        .bind(upto)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// The latest committed value of the change sequence.
     pub async fn current_seq(&self) -> Result<i64> {
         let (seq,): (i64,) = sqlx::query_as("SELECT seq FROM change_counter WHERE id = 1")
