@@ -308,27 +308,34 @@ impl Evaluator {
             ev.nodes[member as usize].groups.push(g);
         }
         for b in bindings {
-            let role = ev
-                .roles
-                .index(&b.role)
-                .ok_or_else(|| LoadError::UnknownRole {
-                    binding: b.id.clone(),
-                    role: b.role.clone(),
-                })?;
-            let principal = ev.node(&b.principal);
-            let scope = ev.scope(&b.scope);
-            let idx = ev.bindings.len() as u32;
-            ev.bindings.push(Binding {
-                id: parse_id(&b.id),
-                scope,
-                role,
-                principal,
-                expires_at: b.expires_at.unwrap_or(NEVER),
-            });
-            ev.nodes[principal as usize].bindings.push(idx);
-            ev.by_scope[scope as usize].push(idx);
+            let role = ev.role_of(b)?;
+            ev.push_binding(b, role);
         }
         Ok(ev)
+    }
+
+    fn role_of(&self, b: &BindingInput) -> Result<u32, LoadError> {
+        self.roles
+            .index(&b.role)
+            .ok_or_else(|| LoadError::UnknownRole {
+                binding: b.id.clone(),
+                role: b.role.clone(),
+            })
+    }
+
+    fn push_binding(&mut self, b: &BindingInput, role: u32) {
+        let principal = self.node(&b.principal);
+        let scope = self.scope(&b.scope);
+        let idx = self.bindings.len() as u32;
+        self.bindings.push(Binding {
+            id: parse_id(&b.id),
+            scope,
+            role,
+            principal,
+            expires_at: b.expires_at.unwrap_or(NEVER),
+        });
+        self.nodes[principal as usize].bindings.push(idx);
+        self.by_scope[scope as usize].push(idx);
     }
 
     fn node(&mut self, p: &PrincipalRef) -> u32 {
@@ -386,14 +393,7 @@ impl Evaluator {
             if !seen.insert(b.id.as_str()) {
                 continue;
             }
-            let role = self
-                .roles
-                .index(&b.role)
-                .ok_or_else(|| LoadError::UnknownRole {
-                    binding: b.id.clone(),
-                    role: b.role.clone(),
-                })?;
-            adds.push((b, role));
+            adds.push((b, self.role_of(b)?));
         }
         let mut ev = self.clone();
         let mut removed: HashSet<u32> = HashSet::new();
@@ -457,18 +457,7 @@ impl Evaluator {
             }
         }
         for (b, role) in adds {
-            let principal = ev.node(&b.principal);
-            let scope = ev.scope(&b.scope);
-            let idx = ev.bindings.len() as u32;
-            ev.bindings.push(Binding {
-                id: parse_id(&b.id),
-                scope,
-                role,
-                principal,
-                expires_at: b.expires_at.unwrap_or(NEVER),
-            });
-            ev.nodes[principal as usize].bindings.push(idx);
-            ev.by_scope[scope as usize].push(idx);
+            ev.push_binding(b, role);
         }
         Ok(ev)
     }
