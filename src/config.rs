@@ -137,6 +137,147 @@ pub struct ApiConfig {
     pub permissions: Vec<crate::iam::permissions::Permission>,
 }
 
+/// An upstream OpenID provider people may log in through (`[[federation.providers]]`
+/// tables of the TOML file, or `/v1/identity-providers`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// A slug; appears in URLs (`/federation/<id>/callback`).
+    pub id: String,
+    /// The button's text: "Continue with <display_name>".
+    pub display_name: String,
+    /// The upstream's issuer; its discovery document is read at start and refreshed.
+    pub issuer: String,
+    /// gatehouse's client id at the upstream.
+    pub client_id: String,
+    /// gatehouse's client secret at the upstream.
+    pub client_secret: Secret,
+    /// Scopes asked for (`openid` is always among them).
+    #[serde(default = "default_provider_scopes")]
+    pub scopes: Vec<String>,
+    /// Whether the upstream's `email_verified` is believed, so an identity may be
+    /// linked to the account with that address, and provisioned accounts count as
+    /// verified.
+    #[serde(default)]
+    pub trust_email: bool,
+    /// Whether a first login with no matching account creates one.
+    #[serde(default)]
+    pub provision: bool,
+    /// The upstream claim listing the person's groups, for `group_mappings`.
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    /// Upstream group values that make the person a member of gatehouse groups.
+    #[serde(default)]
+    pub group_mappings: Vec<GroupMapping>,
+}
+
+/// One claim mapping: while the upstream lists `upstream` in the groups claim, the
+/// person is a member of `group` (a gatehouse group name).
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMapping {
+    /// The value in the upstream's groups claim.
+    pub upstream: String,
+    /// The group, `orgs/<org>/groups/<slug>`.
+    pub group: String,
+}
+
+fn default_provider_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(String::from).to_vec()
+}
+
+/// The `[federation]` table.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// The upstream providers.
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+}
+
+impl ProviderConfig {
+    /// Checks the fields; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        let slug = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        if !slug(&self.id) {
+            return Err("id: a slug of lowercase letters, digits and hyphens (at most 63)".into());
+        }
+        if self.display_name.trim().is_empty() || self.display_name.len() > 100 {
+            return Err("display_name: between 1 and 100 characters".into());
+        }
+        let url = url::Url::parse(&self.issuer).map_err(|e| format!("issuer: not a URL ({e})"))?;
+        let loopback = match url.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => return Err("issuer: https (or http on loopback) required".into()),
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err("issuer: no query, fragment or credentials".into());
+        }
+        if self.client_id.is_empty() || self.client_id.len() > 255 {
+            return Err("client_id: between 1 and 255 characters".into());
+        }
+        if self.client_secret.0.is_empty() || self.client_secret.0.len() > 1024 {
+            return Err("client_secret: between 1 and 1024 characters".into());
+        }
+        if !self.scopes.iter().any(|s| s == "openid") {
+            return Err("scopes: must include openid".into());
+        }
+        let scope_ok = |s: &String| {
+            !s.is_empty()
+                && s.len() <= 100
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        };
+        if self.scopes.len() > 20 || !self.scopes.iter().all(scope_ok) {
+            return Err("scopes: at most 20 scope tokens without spaces".into());
+        }
+        if let Some(c) = &self.groups_claim
+            && (c.is_empty() || c.len() > 100)
+        {
+            return Err("groups_claim: between 1 and 100 characters".into());
+        }
+        if !self.group_mappings.is_empty() && self.groups_claim.is_none() {
+            return Err("group_mappings: need groups_claim".into());
+        }
+        for (i, m) in self.group_mappings.iter().enumerate() {
+            let parts: Vec<&str> = m.group.split('/').collect();
+            let group_ok = parts.len() == 4
+                && parts[0] == "orgs"
+                && parts[2] == "groups"
+                && slug(parts[1])
+                && slug(parts[3]);
+            if !group_ok {
+                return Err(format!(
+                    "group_mappings[{i}].group: orgs/<org>/groups/<slug>"
+                ));
+            }
+            if m.upstream.is_empty() || m.upstream.len() > 255 {
+                return Err(format!(
+                    "group_mappings[{i}].upstream: between 1 and 255 characters"
+                ));
+            }
+        }
+        if self.group_mappings.len() > 100 {
+            return Err("group_mappings: at most 100".into());
+        }
+        Ok(())
+    }
+}
+
 /// An address block, `10.0.0.0/8`, `fd00::/8`, or one address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
@@ -223,6 +364,8 @@ macro_rules! settings {
             $( $(#[doc = $doc])* pub $field: $ty, )*
             /// APIs registered at start (`[[apis]]` tables of the TOML file).
             pub apis: Vec<ApiConfig>,
+            /// Upstream providers (`[[federation.providers]]` tables of the TOML file).
+            pub federation: FederationConfig,
         }
 
         /// The TOML file: every key optional, unknown keys refused.
@@ -232,6 +375,8 @@ macro_rules! settings {
             $( #[serde(default)] $field: Option<$ty>, )*
             #[serde(default)]
             apis: Vec<ApiConfig>,
+            #[serde(default)]
+            federation: FederationConfig,
         }
 
         /// Every setting as (TOML key, environment variable, documentation).
@@ -241,7 +386,7 @@ macro_rules! settings {
 
         impl Default for Config {
             fn default() -> Self {
-                Config { $( $field: $default, )* apis: Vec::new() }
+                Config { $( $field: $default, )* apis: Vec::new(), federation: FederationConfig::default() }
             }
         }
 
@@ -254,6 +399,7 @@ macro_rules! settings {
                     None => file.$field.unwrap_or(defaults.$field),
                 }, )*
                 apis: file.apis,
+                federation: file.federation,
             })
         }
     };
@@ -296,6 +442,8 @@ settings! {
     jwks_cache_secs: u64 = 300, "GATEHOUSE_JWKS_CACHE_SECS";
     /// How often each node polls the change sequence, in milliseconds (50 to 1000).
     poll_interval_ms: u64 = 500, "GATEHOUSE_POLL_INTERVAL_MS";
+    /// How often each upstream provider's discovery document and keys are read again, in seconds (an unreachable one is retried sooner).
+    federation_refresh_secs: u64 = 300, "GATEHOUSE_FEDERATION_REFRESH_SECS";
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     shutdown_grace_secs: u64 = 30, "GATEHOUSE_SHUTDOWN_GRACE_SECS";
     /// Proxies whose `X-Forwarded-For` is believed (addresses or blocks, comma-separated in the environment).
@@ -462,6 +610,22 @@ impl Config {
         if self.refresh_reuse_grace_secs > 5 {
             return Err(ConfigError(
                 "GATEHOUSE_REFRESH_REUSE_GRACE_SECS: must be between 0 and 5".into(),
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, p) in self.federation.providers.iter().enumerate() {
+            p.validate()
+                .map_err(|e| ConfigError(format!("federation.providers[{i}].{e}")))?;
+            if !ids.insert(p.id.as_str()) {
+                return Err(ConfigError(format!(
+                    "federation.providers[{i}].id: {:?} is used twice",
+                    p.id
+                )));
+            }
+        }
+        if !(5..=86_400).contains(&self.federation_refresh_secs) {
+            return Err(ConfigError(
+                "GATEHOUSE_FEDERATION_REFRESH_SECS: must be between 5 and 86400".into(),
             ));
         }
         if self.database_max_connections == 0 {

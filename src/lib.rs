@@ -41,6 +41,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod ephemeral;
+pub mod federation;
 pub mod http;
 pub mod iam;
 pub mod identity;

@@ -24,7 +24,10 @@ pub struct Outcome {
     pub accepted: bool,
 }
 
-async fn inviter(ctx: &Ctx<'_>, label: &str) -> Result<Option<PrincipalRef>, AccessError> {
+pub(crate) async fn inviter(
+    ctx: &Ctx<'_>,
+    label: &str,
+) -> Result<Option<PrincipalRef>, AccessError> {
     Ok(match parse_member(label) {
         Some((PrincipalKind::User, email)) => ctx
             .store

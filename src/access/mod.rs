@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod clients;
 pub mod definitions;
+pub mod federation;
 pub mod groups;
 pub mod invitations;
 pub mod policy;

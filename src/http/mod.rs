@@ -49,6 +49,16 @@ pub fn app(state: AppState) -> Router {
         )
         .route(ui::CSS_PATH, get(ui::stylesheet))
         .route(
+            crate::federation::flow::START_PATH,
+            get(crate::federation::flow::start),
+        )
+        .route(
+            crate::federation::flow::CALLBACK_PATH,
+            get(crate::federation::flow::callback),
+        )
+        .route(ui::account::PATH, get(ui::account::page))
+        .route(ui::account::UNLINK_PATH, post(ui::account::unlink))
+        .route(
             ui::reset::PATH,
             get(ui::reset::page).post(ui::reset::request),
         )

@@ -103,6 +103,7 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
         keys: ArcSwap::from_pointee(ring),
         view: ArcSwap::from_pointee(None),
         applied_seq: AtomicI64::new(0),
+        upstreams: crate::federation::Upstreams::new(),
         passwords: Passwords::new(),
         pages: crate::ui::Pages::new(&config.instance_name),
         mailer,
@@ -122,6 +123,9 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
             StartError(format!("GATEHOUSE_DATABASE_URL: cannot load IAM data: {e}"))
         }
     })?;
+    crate::federation::reload(&state)
+        .await
+        .map_err(|e| StartError(format!("federation: {e}")))?;
     Ok(state)
 }
 
@@ -204,6 +208,7 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
     let follower = tokio::spawn(sync::follow(state.clone(), stop_rx.clone()));
+    let upstreams = tokio::spawn(crate::federation::follow(state.clone(), stop_rx.clone()));
     let app = crate::http::app(state.clone());
     let mut on_stop = stop_rx.clone();
     let server = axum::serve(
@@ -226,6 +231,7 @@ pub async fn serve(
         }
     };
     follower.abort();
+    upstreams.abort();
     state.events.drain(Duration::from_secs(2)).await;
     state.store.close().await;
     result

@@ -104,6 +104,8 @@ pub struct Shared {
     pub view: ArcSwap<Option<View>>,
     /// Highest change sequence applied.
     pub applied_seq: AtomicI64,
+    /// Upstream OpenID providers for federation.
+    pub upstreams: crate::federation::Upstreams,
 }
 
 impl AppState {

@@ -41,6 +41,7 @@ struct Touched {
     scopes: Vec<(String, bool)>,
     service_accounts: bool,
     clients: bool,
+    providers: bool,
 }
 
 /// Maps the recorded changes to what they touched. Each kind names what its writers
@@ -82,6 +83,7 @@ async fn touched(store: &Store, changes: &[(i64, String, String)]) -> Result<Tou
                 }
             }
             "client" => t.clients = true,
+            "identity_provider" => t.providers = true,
             "keys" => {}
             _ => t.everything = true,
         }
@@ -116,10 +118,14 @@ pub async fn reload(state: &AppState) -> Result<(), String> {
         Err(e) => tracing::error!(error = %e, "stored signing keys changed but cannot be loaded"),
     }
     let current = state.view.load_full();
+    let mut providers = current.is_some();
     let fresh = match current.as_ref() {
         Some(v) if v.seq >= seq => return Ok(()),
         Some(v) if seq - v.seq <= MAX_DELTA => match apply_changes(state, v, seq).await? {
-            Some(view) => view,
+            Some((view, touched)) => {
+                providers = touched;
+                view
+            }
             None => load_view(state, seq).await?,
         },
         _ => load_view(state, seq).await?,
@@ -132,12 +138,19 @@ pub async fn reload(state: &AppState) -> Result<(), String> {
         _ => fresh.clone(),
     });
     state.applied_seq.fetch_max(seq, Ordering::AcqRel);
+    if providers && let Err(e) = crate::federation::reload(state).await {
+        tracing::warn!(error = %e, "identity providers not reloaded");
+    }
     Ok(())
 }
 
-/// The view at `seq` built from `base` and the changes after it; `None` when they
-/// need a full reload.
-async fn apply_changes(state: &AppState, base: &View, seq: i64) -> Result<Option<View>, String> {
+/// The view at `seq` built from `base` and the changes after it, and whether they
+/// touched identity providers; `None` when they need a full reload.
+async fn apply_changes(
+    state: &AppState,
+    base: &View,
+    seq: i64,
+) -> Result<Option<(View, bool)>, String> {
     let err = |e: crate::store::StoreError| e.to_string();
     let changes = state
         .store
@@ -191,13 +204,14 @@ async fn apply_changes(state: &AppState, base: &View, seq: i64) -> Result<Option
     if evaluator.dead_bindings() > evaluator.binding_count().max(100_000) {
         return Ok(None);
     }
-    Ok(Some(View {
+    let view = View {
         seq,
         evaluator: Arc::new(evaluator),
         service_accounts,
         clients,
         apis: base.apis.clone(),
-    }))
+    };
+    Ok(Some((view, t.providers)))
 }
 
 /// Everything from the store, at `seq` or later.

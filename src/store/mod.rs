@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod directory;
+pub mod federation;
 pub mod iam;
 pub mod keys;
 pub mod oidc;
@@ -34,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (2, "iam", include_str!("migrations/0002_iam.sql")),
     (3, "oidc", include_str!("migrations/0003_oidc.sql")),
+    (
+        4,
+        "federation",
+        include_str!("migrations/0004_federation.sql"),
+    ),
 ];
 
 /// Makes the audit log append-only on SQLite.

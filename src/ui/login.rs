@@ -50,8 +50,26 @@ fn render(state: &AppState, headers: &HeaderMap, status: StatusCode, f: Form<'_>
             "client_name": f.client_name,
             "email": f.email,
             "error": f.error,
+            "providers": providers(state, f.pending),
         }),
     )
+}
+
+/// One button per upstream provider; one that cannot be reached is shown disabled.
+fn providers(state: &AppState, pending: Option<&str>) -> Vec<serde_json::Value> {
+    state
+        .upstreams
+        .list()
+        .iter()
+        .map(|u| {
+            json!({
+                "id": u.def.id,
+                "display_name": u.def.display_name,
+                "available": u.available(),
+                "url": crate::federation::flow::start_url(&u.def.id, pending),
+            })
+        })
+        .collect()
 }
 
 fn client_name(state: &AppState, client_id: &str) -> Option<String> {
@@ -226,10 +244,30 @@ pub async fn submit(
             )
         };
     }
-    // A new login replaces the browser's session (a new id, so a planted cookie is
-    // worthless); the old one ends here rather than at its expiry.
-    if let Ok(Some(old)) = session::current(&state, &headers).await {
-        let _ = session::end(&state, &old.sid).await;
+    establish(
+        &state,
+        &headers,
+        &user,
+        vec!["pwd".into()],
+        pending,
+        json!({ "address": addr }),
+    )
+    .await
+}
+
+/// Signs `user` in: a new session replaces the browser's old one (a new id, so a
+/// planted cookie is worthless), the login is audited with `details`, and the
+/// pending authorization, if any, continues.
+pub async fn establish(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: &crate::store::iam::UserRow,
+    amr: Vec<String>,
+    pending: Option<&str>,
+    mut details: serde_json::Value,
+) -> Response {
+    if let Ok(Some(old)) = session::current(state, headers).await {
+        let _ = session::end(state, &old.sid).await;
         let _ = state
             .store
             .revoke_session_families(&old.sid, crate::now_unix())
@@ -237,11 +275,11 @@ pub async fn submit(
     }
     let now = crate::now_unix();
     let Ok((cookie, sid)) = session::start(
-        &state,
+        state,
         &Session {
             user_id: user.id.clone(),
             auth_time: now,
-            amr: vec!["pwd".into()],
+            amr: amr.clone(),
             started_ms: crate::now_millis(),
         },
     )
@@ -249,32 +287,35 @@ pub async fn submit(
     else {
         return state.pages.unavailable();
     };
+    details["session"] = json!(sid);
+    details["amr"] = json!(amr);
     state
         .events
         .record(AuthEvent::new(
             format!("user:{}", user.id),
             "login.success",
             "*",
-            json!({ "address": addr, "session": sid, "amr": ["pwd"] }),
+            details,
         ))
         .await;
     let mut r = match pending {
-        Some(id) => match authorize::load(&state, id).await {
+        Some(id) => match authorize::load(state, id).await {
             Ok(Some(mut p)) => {
                 p.authenticated_sid = Some(sid.clone());
-                if authorize::save(&state, id, &p).await.is_err() {
+                if authorize::save(state, id, &p).await.is_err() {
                     return state.pages.unavailable();
                 }
                 super::see_other(&format!("{}?pending={id}", authorize::RESUME_PATH))
             }
-            Ok(None) => authorize::expired(&state),
+            Ok(None) => authorize::expired(state),
             Err(_) => state.pages.unavailable(),
         },
         None => state.pages.message(
             StatusCode::OK,
             "You are signed in",
             &format!("Signed in as {}.", user.email),
-            "You can close this page, or go back to the application you came from.",
+            "You can close this page, go to your account page, or go back to the application \
+             you came from.",
         ),
     };
     r.headers_mut().append(header::SET_COOKIE, cookie);

@@ -6,6 +6,7 @@
 //! (`frame-ancestors 'none'`) and scripts, `no-store`, and no referrer, so codes and
 //! tokens in URLs never leak to other sites.
 
+pub mod account;
 pub mod authorize;
 pub mod invite;
 pub mod login;
@@ -29,6 +30,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("signup.html", include_str!("../../templates/signup.html")),
     ("invite.html", include_str!("../../templates/invite.html")),
     ("verify.html", include_str!("../../templates/verify.html")),
+    ("account.html", include_str!("../../templates/account.html")),
     (
         "reset_confirm.html",
         include_str!("../../templates/reset_confirm.html"),
@@ -230,6 +232,10 @@ mod tests {
             (
                 "consent.html",
                 json!({ "csrf_token": "t", "pending": "p", "email": "a@b", "client_name": "<b>App</b>", "items": ["x"] }),
+            ),
+            (
+                "account.html",
+                json!({ "csrf_token": "t", "email": "\"><script>", "display_name": "<b>", "identities": [{ "provider": "<i>Corp</i>", "issuer": "https://i", "subject": "\"><x>", "email": "a@b", "removable": true }], "linkable": [{ "display_name": "<u>", "available": false, "url": "/f" }], "notice": "n", "error": "e" }),
             ),
             (
                 "message.html",
