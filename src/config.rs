@@ -198,16 +198,9 @@ pub struct FederationConfig {
 impl ProviderConfig {
     /// Checks the fields; the error names the first bad one.
     pub fn validate(&self) -> Result<(), String> {
-        let slug = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 63
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !s.starts_with('-')
-                && !s.ends_with('-')
-        };
+        let slug = crate::iam::names::valid_slug;
         if !slug(&self.id) {
-            return Err("id: a slug of lowercase letters, digits and hyphens (at most 63)".into());
+            return Err("id: a slug, [a-z0-9][a-z0-9-]{1,62}".into());
         }
         if self.display_name.trim().is_empty() || self.display_name.len() > 100 {
             return Err("display_name: between 1 and 100 characters".into());

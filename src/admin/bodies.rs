@@ -162,3 +162,69 @@ pub struct CheckRequest {
     /// The resource name.
     pub resource: String,
 }
+
+/// An upstream OpenID provider people may log in through. Its client secret is
+/// stored sealed with the key-encryption key and never returned.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewIdentityProvider {
+    /// A slug; appears in the redirect URI `<issuer>/federation/<id>/callback`.
+    pub id: String,
+    /// The button's text: "Continue with <display_name>".
+    pub display_name: String,
+    /// The upstream's issuer (https, or http on loopback); discovered from it.
+    pub issuer: String,
+    /// gatehouse's client id at the upstream.
+    pub client_id: String,
+    /// gatehouse's client secret at the upstream.
+    pub client_secret: String,
+    /// Scopes asked for; must include `openid`. Default: openid, email, profile.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Believe the upstream's `email_verified`: link to the account with that address
+    /// (never an unverified one, never one with instance-level roles) and count
+    /// provisioned accounts verified.
+    #[serde(default)]
+    pub trust_email: bool,
+    /// Create an account on a first login that matches none.
+    #[serde(default)]
+    pub provision: bool,
+    /// The upstream claim that lists the person's groups.
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    /// Upstream group values that make the person a member of gatehouse groups; the
+    /// creator must be able to add members to each.
+    #[serde(default)]
+    pub group_mappings: Vec<crate::config::GroupMapping>,
+}
+
+/// An identity provider replaced whole (its id stays); without `client_secret`
+/// the stored secret is kept.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProviderUpdate {
+    /// See [`NewIdentityProvider`].
+    pub display_name: String,
+    /// See [`NewIdentityProvider`].
+    pub issuer: String,
+    /// See [`NewIdentityProvider`].
+    pub client_id: String,
+    /// A new client secret; omitted keeps the stored one.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// See [`NewIdentityProvider`].
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// See [`NewIdentityProvider`].
+    #[serde(default)]
+    pub trust_email: bool,
+    /// See [`NewIdentityProvider`].
+    #[serde(default)]
+    pub provision: bool,
+    /// See [`NewIdentityProvider`].
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    /// See [`NewIdentityProvider`].
+    #[serde(default)]
+    pub group_mappings: Vec<crate::config::GroupMapping>,
+}

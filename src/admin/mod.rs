@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::access::{self, AccessError, Actor, Ctx, parse_member};
+use crate::config::{ProviderConfig, Secret};
 use crate::iam::evaluator::{PrincipalKind, PrincipalRef};
 use crate::server::AppState;
 use crate::store::iam::ResourceRow;
@@ -520,6 +521,106 @@ async fn run(
             let out = json!({ "identifier": b.identifier, "display_name": b.display_name, "permissions": b.permissions });
             (StatusCode::CREATED, Json(out)).into_response()
         }
+        Op::ListIdentityProviders => {
+            let list: Vec<Value> = state
+                .upstreams
+                .list()
+                .iter()
+                .map(|u| identity_provider_json(state, u))
+                .collect();
+            Json(json!({ "identity_providers": list })).into_response()
+        }
+        Op::GetIdentityProvider(id) => match state.upstreams.get(&id) {
+            Some(u) => Json(identity_provider_json(state, &u)).into_response(),
+            None => {
+                return Err(Problem::new(
+                    Kind::NotFound,
+                    format!("identity-providers/{id} does not exist"),
+                ));
+            }
+        },
+        Op::CreateIdentityProvider => {
+            let b: NewIdentityProvider = json_body(headers, body)?;
+            let def = ProviderConfig {
+                id: b.id,
+                display_name: b.display_name,
+                issuer: b.issuer,
+                client_id: b.client_id,
+                client_secret: Secret(b.client_secret),
+                scopes: b
+                    .scopes
+                    .unwrap_or_else(|| ["openid", "email", "profile"].map(String::from).to_vec()),
+                trust_email: b.trust_email,
+                provision: b.provision,
+                groups_claim: b.groups_claim,
+                group_mappings: b.group_mappings,
+            };
+            access::federation::create_provider(
+                ctx,
+                &state.kek,
+                &state.config.federation.providers,
+                actor,
+                &def,
+            )
+            .await?;
+            created_provider(state, &def.id).await?
+        }
+        Op::UpdateIdentityProvider(id) => {
+            let b: IdentityProviderUpdate = json_body(headers, body)?;
+            let existing = state.upstreams.get(&id);
+            let secret = match (b.client_secret, &existing) {
+                (Some(s), _) => s,
+                (None, Some(u)) => u.def.client_secret.0.clone(),
+                (None, None) => {
+                    return Err(Problem::new(
+                        Kind::NotFound,
+                        format!("identity-providers/{id} does not exist"),
+                    ));
+                }
+            };
+            let def = ProviderConfig {
+                id: id.clone(),
+                display_name: b.display_name,
+                issuer: b.issuer,
+                client_id: b.client_id,
+                client_secret: Secret(secret),
+                scopes: b
+                    .scopes
+                    .unwrap_or_else(|| ["openid", "email", "profile"].map(String::from).to_vec()),
+                trust_email: b.trust_email,
+                provision: b.provision,
+                groups_claim: b.groups_claim,
+                group_mappings: b.group_mappings,
+            };
+            access::federation::update_provider(
+                ctx,
+                &state.kek,
+                &state.config.federation.providers,
+                actor,
+                &def,
+            )
+            .await?;
+            crate::federation::reload(state)
+                .await
+                .map_err(|e| Problem::new(Kind::Unavailable, e))?;
+            match state.upstreams.get(&id) {
+                Some(u) => Json(identity_provider_json(state, &u)).into_response(),
+                None => StatusCode::NO_CONTENT.into_response(),
+            }
+        }
+        Op::DeleteIdentityProvider(id) => {
+            access::federation::delete_provider(
+                ctx,
+                &state.config.federation.providers,
+                actor,
+                &id,
+            )
+            .await?;
+            crate::federation::reload(state)
+                .await
+                .map_err(|e| Problem::new(Kind::Unavailable, e))?;
+            StatusCode::NO_CONTENT.into_response()
+        }
         Op::Check => {
             let b: CheckRequest = json_body(headers, body)?;
             ctx.require(actor, &route.permission, &b.resource)?;
@@ -535,6 +636,45 @@ async fn run(
                 .into_response()
         }
     })
+}
+
+/// A provider as the API shows it: never its secret.
+fn identity_provider_json(state: &AppState, u: &crate::federation::Upstream) -> Value {
+    let d = &u.def;
+    json!({
+        "id": d.id,
+        "display_name": d.display_name,
+        "issuer": d.issuer,
+        "client_id": d.client_id,
+        "scopes": d.scopes,
+        "trust_email": d.trust_email,
+        "provision": d.provision,
+        "groups_claim": d.groups_claim,
+        "group_mappings": d.group_mappings,
+        "redirect_uri": crate::federation::flow::callback_url(state, &d.id),
+        "source": match &u.source {
+            crate::federation::Source::Config => "config",
+            crate::federation::Source::Api { .. } => "api",
+        },
+        "available": u.available(),
+        "error": u.error,
+    })
+}
+
+/// Loads a just-created provider on this node, discovers it, and answers 201.
+async fn created_provider(state: &AppState, id: &str) -> Result<Response, Problem> {
+    crate::federation::reload(state)
+        .await
+        .map_err(|e| Problem::new(Kind::Unavailable, e))?;
+    let Some(u) = state.upstreams.get(id) else {
+        return Err(Problem::new(
+            Kind::Unavailable,
+            "the provider was not loaded",
+        ));
+    };
+    crate::federation::refresh_one(state, &u).await;
+    let u = state.upstreams.get(id).unwrap_or(u);
+    Ok((StatusCode::CREATED, Json(identity_provider_json(state, &u))).into_response())
 }
 
 async fn resource_live(state: &AppState, name: &str) -> Result<bool, Problem> {

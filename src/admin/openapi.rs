@@ -41,6 +41,8 @@ fn body(method: &str, path: &str, out: &mut Vec<(String, RefOr<Schema>)>) -> Opt
         ("POST", "/v1/{service account}/keys") => schema_of::<NewKey>(out),
         ("POST", "/v1/{parent}/clients") => schema_of::<NewClient>(out),
         ("POST", "/v1/apis") => schema_of::<NewApi>(out),
+        ("POST", "/v1/identity-providers") => schema_of::<NewIdentityProvider>(out),
+        ("PUT", "/v1/identity-providers/{id}") => schema_of::<IdentityProviderUpdate>(out),
         _ => return None,
     })
 }

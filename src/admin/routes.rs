@@ -76,6 +76,16 @@ pub enum Op {
     AuditEvents,
     /// `POST /v1/apis`.
     RegisterApi,
+    /// `GET /v1/identity-providers`.
+    ListIdentityProviders,
+    /// `POST /v1/identity-providers`.
+    CreateIdentityProvider,
+    /// `GET /v1/identity-providers/{id}`.
+    GetIdentityProvider(String),
+    /// `PUT /v1/identity-providers/{id}`.
+    UpdateIdentityProvider(String),
+    /// `DELETE /v1/identity-providers/{id}`.
+    DeleteIdentityProvider(String),
 }
 
 /// A resolved route: the operation, and the one permission that authorizes it on
@@ -218,6 +228,31 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "iam.auditEvents.list on {scope} (default *)",
     ),
     ("POST", "/v1/apis", "iam.apis.create on *"),
+    (
+        "GET",
+        "/v1/identity-providers",
+        "iam.identityProviders.list on *",
+    ),
+    (
+        "POST",
+        "/v1/identity-providers",
+        "iam.identityProviders.create on *",
+    ),
+    (
+        "GET",
+        "/v1/identity-providers/{id}",
+        "iam.identityProviders.get on *",
+    ),
+    (
+        "PUT",
+        "/v1/identity-providers/{id}",
+        "iam.identityProviders.update on *",
+    ),
+    (
+        "DELETE",
+        "/v1/identity-providers/{id}",
+        "iam.identityProviders.delete on *",
+    ),
 ];
 
 fn plural(kind: Kind) -> &'static str {
@@ -310,6 +345,39 @@ fn resolve_exact(method: &Method, path: &str) -> Result<Route, Problem> {
         (["apis"], Method::GET) => route(Op::ListApis, "iam.apis.list".into(), names::ROOT),
         (["apis"], Method::POST) => route(Op::RegisterApi, "iam.apis.create".into(), names::ROOT),
         (["apis"], _) => Err(method_not_allowed(method, path)),
+        (["identity-providers"], Method::GET) => route(
+            Op::ListIdentityProviders,
+            "iam.identityProviders.list".into(),
+            names::ROOT,
+        ),
+        (["identity-providers"], Method::POST) => route(
+            Op::CreateIdentityProvider,
+            "iam.identityProviders.create".into(),
+            names::ROOT,
+        ),
+        (["identity-providers"], _) => Err(method_not_allowed(method, path)),
+        (["identity-providers", id], m) if names::valid_slug(id) => {
+            let id = (*id).to_owned();
+            match m {
+                Method::GET => route(
+                    Op::GetIdentityProvider(id),
+                    "iam.identityProviders.get".into(),
+                    names::ROOT,
+                ),
+                Method::PUT => route(
+                    Op::UpdateIdentityProvider(id),
+                    "iam.identityProviders.update".into(),
+                    names::ROOT,
+                ),
+                Method::DELETE => route(
+                    Op::DeleteIdentityProvider(id),
+                    "iam.identityProviders.delete".into(),
+                    names::ROOT,
+                ),
+                _ => Err(method_not_allowed(method, path)),
+            }
+        }
+        (["identity-providers", _], _) => Err(not_found(path)),
         (["audit-events"], Method::GET) => {
             route(Op::AuditEvents, "iam.auditEvents.list".into(), names::ROOT)
         }
@@ -682,6 +750,11 @@ mod tests {
             ("GET", "/v1/apis"),
             ("GET", "/v1/audit-events"),
             ("POST", "/v1/apis"),
+            ("GET", "/v1/identity-providers"),
+            ("POST", "/v1/identity-providers"),
+            ("GET", "/v1/identity-providers/corp"),
+            ("PUT", "/v1/identity-providers/corp"),
+            ("DELETE", "/v1/identity-providers/corp"),
         ];
         assert_eq!(examples.len(), ROUTES.len());
         for ((method, path), (m, _, permission)) in examples.iter().zip(ROUTES) {

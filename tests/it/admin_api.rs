@@ -829,6 +829,28 @@ async fn case(env: &Env, fx: &Fixtures, method: &str, template: &str, permission
                 "permissions": [{ "name": "walked.things.read", "description": "Read things" }],
             })),
         ),
+        ("GET", "/v1/identity-providers") => (vec![], None),
+        ("POST", "/v1/identity-providers") => (
+            vec![],
+            Some(json!({
+                "id": "walked-idp",
+                "display_name": "Walked SSO",
+                "issuer": "http://127.0.0.1:9",
+                "client_id": "gatehouse",
+                "client_secret": "walked secret",
+            })),
+        ),
+        ("GET", "/v1/identity-providers/{id}") | ("DELETE", "/v1/identity-providers/{id}") => {
+            (vec![("{id}", "walked-idp".to_owned())], None)
+        }
+        ("PUT", "/v1/identity-providers/{id}") => (
+            vec![("{id}", "walked-idp".to_owned())],
+            Some(json!({
+                "display_name": "Walked SSO, renamed",
+                "issuer": "http://127.0.0.1:9",
+                "client_id": "gatehouse",
+            })),
+        ),
         _ => panic!(
             "ROUTES lists {method} {template}, which this walk does not know: add a case for it"
         ),
