@@ -42,6 +42,9 @@ pub struct CodeGrant {
     pub resource: Option<String>,
     /// The browser session (hash), the `sid` of the ID token.
     pub sid: String,
+    /// How the user authenticated (`amr`).
+    #[serde(default)]
+    pub amr: Vec<String>,
 }
 
 /// What a redeemed code issued, kept to undo it if the code comes back.
@@ -179,6 +182,7 @@ pub async fn grant(
         nonce: grant.nonce.as_deref(),
         auth_time: grant.auth_time,
         sid: &grant.sid,
+        amr: &grant.amr,
     };
     let refresh_token = issue::new_refresh_token();
     let user = issue::active_user(state, &grant.user_id)

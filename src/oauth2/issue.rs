@@ -33,6 +33,8 @@ pub struct UserGrant<'a> {
     pub auth_time: i64,
     /// The browser session (hash).
     pub sid: &'a str,
+    /// How the user authenticated (`amr` values; none means `pwd`).
+    pub amr: &'a [String],
 }
 
 /// Tokens built for a grant, not yet handed out.
@@ -149,6 +151,10 @@ pub async fn build(
         OAuthError::temporarily_unavailable("no signing key is available")
     };
     let access = access_token::sign(&ring, now, &mut claims).map_err(no_key)?;
+    let amr: Vec<&str> = match grant.amr {
+        [] => vec!["pwd"],
+        values => values.iter().map(String::as_str).collect(),
+    };
     let id_token = if grant.scopes.iter().any(|s| s == "openid") {
         Some(
             id_token::sign(
@@ -167,7 +173,7 @@ pub async fn build(
                     nonce: grant.nonce,
                     sid: Some(grant.sid).filter(|s| !s.is_empty()),
                     at_hash: id_token::at_hash(&access, ring.signer(now).map(|k| k.alg)),
-                    amr: &["pwd"],
+                    amr: &amr,
                     email: grant
                         .scopes
                         .iter()
@@ -223,6 +229,11 @@ pub async fn new_family(
         scope: grant.scopes.join(" "),
         resource: grant.resource.map(str::to_owned),
         auth_time: grant.auth_time,
+        amr: if grant.amr.is_empty() {
+            "pwd".to_owned()
+        } else {
+            grant.amr.join(" ")
+        },
         session: (!offline && !grant.sid.is_empty()).then(|| grant.sid.to_owned()),
         expires_at: now
             .saturating_add(i64::try_from(state.config.refresh_token_ttl_secs).unwrap_or(i64::MAX)),

@@ -114,6 +114,7 @@ pub async fn grant(
             .map_err(store_down)?;
         return Err(invalid());
     }
+    let amr: Vec<String> = family.amr.split_whitespace().map(str::to_owned).collect();
     let grant = issue::UserGrant {
         user_id: &family.user_id,
         scopes: &scopes,
@@ -121,6 +122,7 @@ pub async fn grant(
         nonce: None,
         auth_time: family.auth_time,
         sid: family.session.as_deref().unwrap_or(""),
+        amr: &amr,
     };
     let new_token = issue::new_refresh_token();
     let jti = super::access_token::new_jti();

@@ -25,6 +25,8 @@ pub struct FamilyRow {
     pub resource: Option<String>,
     /// When the user authenticated.
     pub auth_time: i64,
+    /// How (`amr` values, space-separated).
+    pub amr: String,
     /// The hashed browser session it came from.
     pub session: Option<String>,
     /// Unix seconds after which no token of the family is accepted.
@@ -43,10 +45,11 @@ type FamilyTuple = (
     Option<String>,
     i64,
     Option<i64>,
+    Option<String>,
 );
 
 const FAMILY_COLUMNS: &str = "f.id, f.user_id, f.client_id, f.scope, f.resource, f.auth_time, \
-     f.session, f.expires_at, f.revoked_at";
+     f.session, f.expires_at, f.revoked_at, f.amr";
 
 fn family_from(r: FamilyTuple) -> FamilyRow {
     FamilyRow {
@@ -59,6 +62,7 @@ fn family_from(r: FamilyTuple) -> FamilyRow {
         session: r.6,
         expires_at: r.7,
         revoked_at: r.8,
+        amr: r.9.unwrap_or_else(|| "pwd".to_owned()),
     }
 }
 
@@ -117,32 +121,11 @@ pub struct Presented {
     pub user: Option<crate::store::iam::UserRow>,
 }
 
-/// A token's generation and use, its family's columns, then the user's email, display
-/// name, password hash, verified and disabled flags (all null when the user is gone).
-type PresentedTuple = (
-    i64,
-    Option<i64>,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    i64,
-    Option<String>,
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-);
-
 impl Store {
     /// A refresh token with its family and user, in one query.
     pub async fn presented_refresh(&self, hash: &str) -> Result<Option<Presented>> {
-        let row: Option<PresentedTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT t.generation, t.used_at, {FAMILY_COLUMNS}, u.email, u.display_name, \
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {FAMILY_COLUMNS}, t.generation, t.used_at, u.email, u.display_name, \
              u.password_hash, u.email_verified, u.disabled FROM refresh_tokens t \
              JOIN refresh_families f ON f.id = t.family_id \
              LEFT JOIN users u ON u.id = f.user_id WHERE t.token_hash = $1"
@@ -150,11 +133,39 @@ impl Store {
         .bind(hash)
         .fetch_optional(self.pool())
         .await?;
-        let Some(t) = row else {
+        let Some(row) = row else {
             return Ok(None);
         };
-        let u = (t.11, t.12, t.13, t.14, t.15);
-        let family = family_from((t.2, t.3, t.4, t.5, t.6, t.7, t.8, t.9, t.10));
+        // More columns than sqlx decodes as a tuple: the family's by position, then
+        // the token's and the user's (all null when the user is gone).
+        use sqlx::Row;
+        let family = family_from((
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+            row.try_get(4)?,
+            row.try_get(5)?,
+            row.try_get(6)?,
+            row.try_get(7)?,
+            row.try_get(8)?,
+            row.try_get(9)?,
+        ));
+        let generation: i64 = row.try_get(10)?;
+        let used_at: Option<i64> = row.try_get(11)?;
+        let u: (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        ) = (
+            row.try_get(12)?,
+            row.try_get(13)?,
+            row.try_get(14)?,
+            row.try_get(15)?,
+            row.try_get(16)?,
+        );
         let user = match u {
             (Some(email), Some(display_name), password_hash, Some(verified), Some(disabled)) => {
                 Some(crate::store::iam::UserRow {
@@ -170,8 +181,8 @@ impl Store {
         };
         Ok(Some(Presented {
             family,
-            generation: t.0,
-            used: t.1.is_some(),
+            generation,
+            used: used_at.is_some(),
             user,
         }))
     }
@@ -246,7 +257,7 @@ impl Store {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO refresh_families (id, user_id, client_id, scope, resource, auth_time, \
-             session, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             session, created_at, expires_at, amr) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&family.id)
         .bind(&family.user_id)
@@ -257,6 +268,7 @@ impl Store {
         .bind(&family.session)
         .bind(now)
         .bind(family.expires_at)
+        .bind(&family.amr)
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::from_write(e, "refresh family"))?;

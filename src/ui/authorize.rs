@@ -309,6 +309,7 @@ async fn finish(state: &AppState, id: &str, req: &AuthorizeRequest, cur: &Curren
         auth_time: cur.session.auth_time,
         resource: req.resource.clone(),
         sid: cur.sid.clone(),
+        amr: cur.session.amr.clone(),
     };
     let Ok(code) = code::issue(state, &grant).await else {
         return state.pages.unavailable();

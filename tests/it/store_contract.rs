@@ -401,6 +401,7 @@ async fn oidc_rows(store: &Store) {
         scope: "openid roles".into(),
         resource: None,
         auth_time: now,
+        amr: "fed".into(),
         session: session.map(str::to_owned),
         expires_at: now + 100,
         revoked_at: None,

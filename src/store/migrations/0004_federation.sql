@@ -31,3 +31,7 @@ CREATE INDEX federated_identities_user ON federated_identities (user_id);
 -- `idp:<provider id>` for memberships a claim mapping made (it may end them again);
 -- NULL for those made through the admin API.
 ALTER TABLE group_members ADD COLUMN source TEXT;
+
+-- How the person authenticated (RFC 8176 `amr` values, space-separated: `pwd`, or
+-- `fed` through an upstream provider), for the ID tokens of refreshes; NULL is `pwd`.
+ALTER TABLE refresh_families ADD COLUMN amr TEXT;
