@@ -153,20 +153,12 @@ impl Store {
         ));
         let generation: i64 = row.try_get(10)?;
         let used_at: Option<i64> = row.try_get(11)?;
-        let u: (
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-        ) = (
-            row.try_get(12)?,
-            row.try_get(13)?,
-            row.try_get(14)?,
-            row.try_get(15)?,
-            row.try_get(16)?,
-        );
-        let user = match u {
+        let email: Option<String> = row.try_get(12)?;
+        let display_name: Option<String> = row.try_get(13)?;
+        let password_hash: Option<String> = row.try_get(14)?;
+        let verified: Option<i64> = row.try_get(15)?;
+        let disabled: Option<i64> = row.try_get(16)?;
+        let user = match (email, display_name, password_hash, verified, disabled) {
             (Some(email), Some(display_name), password_hash, Some(verified), Some(disabled)) => {
                 Some(crate::store::iam::UserRow {
                     id: family.user_id.clone(),
