@@ -14,145 +14,29 @@
 // with a fresh profile in a temporary directory.
 
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import http from 'node:http';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 
 import * as client from 'openid-client';
-import { chromium } from 'playwright-core';
+
+import { launchBrowser } from './browser.mjs';
+import { assert, authorizationRequest, check, fail, jwtPart, need, redeemCode, rejectsWith, startCallbackServer, summary } from './harness.mjs';
 
 const issuer = process.argv[2] || process.env.INTEROP_ISSUER;
 const email = process.argv[3] || process.env.INTEROP_EMAIL;
 const password = process.argv[4] || process.env.INTEROP_PASSWORD;
 const clientId = process.env.INTEROP_CLIENT_ID || 'gatehouse-admin';
-const browserPath = process.env.CHROMIUM || '/usr/bin/chromium';
 if (!issuer || !email || !password) {
   console.error('usage: node rp.mjs <issuer> <email> [password]  (or INTEROP_ISSUER, INTEROP_EMAIL, INTEROP_PASSWORD)');
   process.exit(2);
 }
 const SCOPE = 'openid email profile roles offline_access';
 const WRONG_PASSWORD_TEXT = 'The email or password is incorrect.';
-const STEP_TIMEOUT_MS = 20_000;
 
-// --- reporting, like run.sh's check() ----------------------------------------------
-
-let passed = 0;
-let failed = 0;
-
-/** Runs one check: `fn` throws (or rejects) to fail it; its message says why. */
-async function check(name, fn) {
-  try {
-    await fn();
-    passed += 1;
-    console.log(`ok   ${name}`);
-    return true;
-  } catch (e) {
-    failed += 1;
-    console.log(`FAIL ${name}: ${describe(e)}`);
-    return false;
-  }
-}
-
-/** An error in one line, with what an OAuth error response said. */
-function describe(e) {
-  if (!(e instanceof Error)) return String(e);
-  const parts = [`${e.name}: ${e.message}`];
-  if (e.code) parts.push(`code=${e.code}`);
-  if (e.error) parts.push(`error=${e.error}`);
-  if (e.error_description) parts.push(`error_description=${JSON.stringify(e.error_description)}`);
-  if (e.status) parts.push(`status=${e.status}`);
-  if (e.cause instanceof URLSearchParams) {
-    parts.push(`response=${e.cause}`);
-  } else if (e.cause !== undefined && !(e.cause instanceof Error)) {
-    let cause;
-    try {
-      cause = JSON.stringify(e.cause);
-    } catch {
-      cause = String(e.cause);
-    }
-    parts.push(`cause=${cause.slice(0, 600)}`);
-  } else if (e.cause instanceof Error) {
-    parts.push(`cause=${e.cause.name}: ${e.cause.message}`);
-  }
-  return parts.join(' ');
-}
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-/** Requires the value an earlier check produced. */
-function need(value, what) {
-  if (value === undefined || value === null) throw new Error(`not run: needs ${what} from an earlier check`);
-  return value;
-}
-
-/** Expects `promise` to reject with OAuth error `code`. */
-async function rejectsWith(promise, code) {
-  let result;
-  try {
-    result = await promise;
-  } catch (e) {
-    if (e?.error === code) return e;
-    throw new Error(`expected error ${code}, got ${describe(e)}`);
-  }
-  throw new Error(`expected error ${code}, but it succeeded: ${JSON.stringify(result).slice(0, 300)}`);
-}
-
-function withTimeout(promise, what, ms = STEP_TIMEOUT_MS) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-// --- the redirect target: a tiny loopback server (RFC 8252) --------------------------
-
-const waiting = []; // at most one: the resolver of expectCallback's promise
-const callbackServer = http.createServer((req, res) => {
-  const url = new URL(req.url, `http://127.0.0.1:${callbackServer.address().port}`);
-  if (url.pathname !== '/callback') {
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
-    return;
-  }
-  res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-  res.end('<!doctype html><title>callback</title><p>The relying party got the response.</p>');
-  waiting.shift()?.(url);
-});
-await new Promise((resolve) => callbackServer.listen(0, '127.0.0.1', resolve));
-const redirectUri = `http://127.0.0.1:${callbackServer.address().port}/callback`;
-
-/**
- * Runs `action` (which sends the browser off) and returns the next request the
- * callback server receives (its full URL). On a timeout the error says where the
- * browser is instead, with the page's alert if it shows one.
- */
-async function expectCallback(page, what, action) {
-  let resolve;
-  const arrival = new Promise((r) => (resolve = r));
-  waiting.length = 0;
-  waiting.push(resolve);
-  try {
-    await action();
-    return await withTimeout(arrival, what);
-  } catch (e) {
-    let where = '';
-    try {
-      const alert = page.locator('[role=alert]');
-      const text = (await alert.count()) ? ` showing ${JSON.stringify((await alert.first().textContent()).trim())}` : '';
-      where = ` (the browser is at ${page.url()}${text})`;
-    } catch {}
-    e.message += where;
-    throw e;
-  } finally {
-    waiting.length = 0;
-  }
-}
+// the redirect target: a tiny loopback server (RFC 8252)
+const callbacks = await startCallbackServer();
+const { redirectUri, expectCallback } = callbacks;
 
 // --- helpers ------------------------------------------------------------------------
 
@@ -162,10 +46,6 @@ function atHash(accessToken, alg) {
   if (!hash) throw new Error(`no at_hash rule for alg ${alg}`);
   const digest = createHash(hash).update(accessToken, 'ascii').digest();
   return digest.subarray(0, digest.length / 2).toString('base64url');
-}
-
-function jwtPart(jwt, i) {
-  return JSON.parse(Buffer.from(jwt.split('.')[i], 'base64url').toString('utf8'));
 }
 
 /** Distinct colours in an 8-bit, non-interlaced RGB or RGBA PNG (Chromium's screenshots). */
@@ -220,9 +100,7 @@ function pngColours(buf) {
 
 // --- the run ------------------------------------------------------------------------
 
-const profile = mkdtempSync(join(tmpdir(), 'gatehouse-rp-'));
-let context;
-let exitCode = 1;
+let browser;
 try {
   let config;
   await check('openid-client discovers the provider', async () => {
@@ -236,40 +114,14 @@ try {
     assert(md.code_challenge_methods_supported?.includes('S256'), 'S256 not advertised');
   });
 
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: browserPath,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 1000, height: 800 },
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  browser = await launchBrowser('rp');
+  const { page, profile } = browser;
 
   /** A fresh authorization request: its URL and the values the response is checked against. */
-  async function authorization(extra = {}) {
-    const verifier = client.randomPKCECodeVerifier();
-    const req = { verifier, state: client.randomState(), nonce: client.randomNonce() };
-    req.url = client.buildAuthorizationUrl(need(config, 'discovery'), {
-      redirect_uri: redirectUri,
-      scope: SCOPE,
-      code_challenge: await client.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-      state: req.state,
-      nonce: req.nonce,
-      ...extra,
-    });
-    return req;
-  }
+  const authorization = (extra = {}) => authorizationRequest(need(config, 'discovery'), redirectUri, SCOPE, extra);
 
   /** The code grant for the response at `url` to `req`, with every check openid-client makes. */
-  function redeem(url, req) {
-    return client.authorizationCodeGrant(need(config, 'discovery'), url, {
-      pkceCodeVerifier: req.verifier,
-      expectedState: req.state,
-      expectedNonce: req.nonce,
-      idTokenExpected: true,
-    });
-  }
+  const redeem = (url, req) => redeemCode(need(config, 'discovery'), url, req);
 
   const first = await authorization();
   let loginPage = false;
@@ -411,14 +263,10 @@ try {
     await rejectsWith(redeem(url, req), 'login_required');
   });
 
-  exitCode = failed === 0 ? 0 : 1;
 } catch (e) {
-  failed += 1;
-  console.log(`FAIL the relying-party suite stopped: ${describe(e)}`);
+  fail('the relying-party suite stopped', e);
 } finally {
-  await context?.close().catch(() => {});
-  callbackServer.close();
-  rmSync(profile, { recursive: true, force: true });
+  await browser?.close();
+  callbacks.close();
 }
-console.log(`rp: ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? exitCode : 1);
+process.exit(summary('rp'));

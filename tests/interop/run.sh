@@ -6,6 +6,11 @@
 #   playwright-core (tests/interop/rp.mjs), signs the owner in through the browser as
 #   the first-party client gatehouse-admin: code flow with PKCE, userinfo, refresh
 #   rotation, revocation, RP-initiated logout.
+# - tests/interop/federation.mjs signs people in through upstream OpenID providers
+#   (oidc-provider, tests/interop/upstream.mjs) the same way, against a gatehouse of its
+#   own that it bootstraps and serves with a federation configuration file: provisioning,
+#   refusals, linking by email and from the account page, group mappings, an upstream
+#   that is down, the state binding of the callback.
 # Needs the debug binary (cargo build), python3 and node with npm; installs its locked
 # dependencies into target/interop-venv (requirements.txt) and tests/interop/node_modules
 # (package-lock.json), and Debian's chromium when /usr/bin/chromium is absent; never
@@ -83,7 +88,8 @@ check "a narrowed token still grants on its resource" '[true, [true], ""]' "$(ve
 t3=$(curl -fs -u "$client_id:$secret" -d grant_type=client_credentials "$issuer/oauth2/token" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 check "a token without the roles scope grants nothing offline" '[true, [false], ""]' "$(verdict "$t3" "$issuer/v1" iam.policies.get orgs/acme)"
 
-# openid-client and Chromium against the same server; each of rp.mjs's checks counts.
+# openid-client and Chromium: rp.mjs against the same server, federation.mjs against
+# a gatehouse (and upstream providers) of its own, started from the same binary.
 if [ ! -x /usr/bin/chromium ]; then
   echo "installing Debian's chromium"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
@@ -94,16 +100,22 @@ if [ ! -f "$interop/node_modules/.package-lock.json" ] \
   || [ "$interop/package.json" -nt "$interop/node_modules/.package-lock.json" ]; then
   (cd "$interop" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --quiet --no-audit --no-fund --prefer-offline)
 fi
-rp_status=0
-INTEROP_PASSWORD="$owner_password" node "$interop/rp.mjs" "$issuer" "$owner_email" >"$work/rp.log" 2>&1 || rp_status=$?
-grep -v '^rp: [0-9]* passed, [0-9]* failed$' "$work/rp.log" || true
-rp_passed=$(grep -c '^ok   ' "$work/rp.log" || true)
-rp_failed=$(grep -c '^FAIL ' "$work/rp.log" || true)
-if [ "$rp_status" -ne 0 ] && [ "$rp_failed" -eq 0 ]; then
-  rp_failed=1; echo "FAIL rp.mjs exited with status $rp_status"
-fi
-passed=$((passed + rp_passed))
-failed=$((failed + rp_failed))
+# Each check of the node suites counts; a suite that fails without a FAIL line counts one.
+node_suite() { # label, script, arguments...
+  local label=$1 script=$2 status=0 log="$work/$1.log" suite_passed suite_failed
+  shift 2
+  INTEROP_PASSWORD="$owner_password" node "$interop/$script" "$@" >"$log" 2>&1 || status=$?
+  grep -v "^$label: [0-9]* passed, [0-9]* failed\$" "$log" || true
+  suite_passed=$(grep -c '^ok   ' "$log" || true)
+  suite_failed=$(grep -c '^FAIL ' "$log" || true)
+  if [ "$status" -ne 0 ] && [ "$suite_failed" -eq 0 ]; then
+    suite_failed=1; echo "FAIL $script exited with status $status"
+  fi
+  passed=$((passed + suite_passed))
+  failed=$((failed + suite_failed))
+}
+node_suite rp rp.mjs "$issuer" "$owner_email"
+node_suite federation federation.mjs "$bin" "$owner_email"
 
 echo
 echo "interop: $passed passed, $failed failed"

@@ -7,7 +7,7 @@
 // As a module:
 //
 //   import { startUpstream } from './upstream.mjs';
-//   const { issuer, port, close } = await startUpstream({ port: 0, clients, accounts });
+//   const { issuer, port, close, setAccounts } = await startUpstream({ port: 0, clients, accounts });
 //
 // As a command:
 //
@@ -23,6 +23,9 @@
 //           client_secret_post (oidc-provider takes either for a client registered
 //           with one of them).
 // accounts: [{ sub, username, password, email, email_verified, name, groups }]
+//           setAccounts(accounts) replaces them while it runs: the next sign-in, and
+//           every ID token and userinfo answer from then on, use the new list (a
+//           session already open there stays open, for a `sub` still listed).
 
 import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync, realpathSync } from 'node:fs';
@@ -37,18 +40,20 @@ const MAX_FORM_BYTES = 64 * 1024;
 
 /**
  * Starts an upstream provider on http://127.0.0.1:<port> (0 picks a free port) and
- * resolves once it is listening, to { issuer, port, close }; close() resolves when the
- * server has stopped.
+ * resolves once it is listening, to { issuer, port, close, setAccounts }; close()
+ * resolves when the server has stopped, setAccounts(accounts) replaces the accounts.
  */
 export async function startUpstream({ port = 0, clients, accounts, groupsClaim = true } = {}) {
   if (!Array.isArray(clients) || clients.length === 0) throw new TypeError('startUpstream: clients must be a non-empty array');
   if (!Array.isArray(accounts)) throw new TypeError('startUpstream: accounts must be an array');
+  let current = accounts;
+  const directory = { list: () => current, bySub: (sub) => current.find((a) => a.sub === sub) };
 
   // The issuer must be known to build the provider, so listen first; nothing can
   // reach the server before its port is told to anyone.
   let provider;
   let handler; // oidc-provider's own request handler (it is a Koa app)
-  const server = http.createServer((req, res) => route(provider, (handler ??= provider.callback()), accounts, req, res));
+  const server = http.createServer((req, res) => route(provider, (handler ??= provider.callback()), directory, req, res));
   await new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, '127.0.0.1', () => {
@@ -60,7 +65,7 @@ export async function startUpstream({ port = 0, clients, accounts, groupsClaim =
   const issuer = `http://127.0.0.1:${actualPort}`;
 
   try {
-    provider = new Provider(issuer, configuration({ port: actualPort, clients, accounts, groupsClaim }));
+    provider = new Provider(issuer, configuration({ port: actualPort, clients, directory, groupsClaim }));
   } catch (e) {
     server.close();
     throw e;
@@ -75,18 +80,21 @@ export async function startUpstream({ port = 0, clients, accounts, groupsClaim =
     });
     return closing;
   };
-  return { issuer, port: actualPort, close };
+  const setAccounts = (next) => {
+    if (!Array.isArray(next)) throw new TypeError('setAccounts: accounts must be an array');
+    current = next;
+  };
+  return { issuer, port: actualPort, close, setAccounts };
 }
 
 // --- the provider's configuration ---------------------------------------------------
 
-function configuration({ port, clients, accounts, groupsClaim }) {
+function configuration({ port, clients, directory, groupsClaim }) {
   // A fresh RS256 signing key per start, so oidc-provider does not fall back to (and
   // warn about) its development keys.
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const jwk = { ...privateKey.export({ format: 'jwk' }), kid: `upstream-${randomUUID()}`, alg: 'RS256', use: 'sig' };
 
-  const bySub = new Map(accounts.map((a) => [a.sub, a]));
   const minutes = (n) => n * 60;
 
   return {
@@ -125,7 +133,7 @@ function configuration({ port, clients, accounts, groupsClaim }) {
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     async findAccount(ctx, sub) {
-      const account = bySub.get(sub);
+      const account = directory.bySub(sub);
       if (!account) return undefined;
       return {
         accountId: sub,
@@ -221,7 +229,7 @@ function memoryAdapter() {
 // --- the sign-in page: /interaction/:uid --------------------------------------------
 
 /** Serves the interaction routes itself and hands everything else to oidc-provider. */
-async function route(provider, handler, accounts, req, res) {
+async function route(provider, handler, directory, req, res) {
   const { pathname } = new URL(req.url, 'http://127.0.0.1');
   const m = /^\/interaction\/([A-Za-z0-9_-]+)(\/login)?$/.exec(pathname);
   if (!m) {
@@ -233,7 +241,7 @@ async function route(provider, handler, accounts, req, res) {
     if (!login && req.method === 'GET') {
       await showInteraction(provider, req, res, uid);
     } else if (login && req.method === 'POST') {
-      await submitLogin(provider, accounts, req, res, uid);
+      await submitLogin(provider, directory.list(), req, res, uid);
     } else {
       send(res, 405, page('Method not allowed', '<p role="alert">method not allowed</p>'));
     }

@@ -12,129 +12,26 @@
 // the system Chromium, with a fresh profile in a temporary directory.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import * as client from 'openid-client';
-import { chromium } from 'playwright-core';
 
+import { launchBrowser } from './browser.mjs';
+import { assert, authorizationRequest, check, describe, fail, jwtPart, need, redeemCode, same, startCallbackServer, summary, withTimeout } from './harness.mjs';
 import { startUpstream, WRONG_PASSWORD_TEXT } from './upstream.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const browserPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const SCOPE = 'openid email profile groups';
-const STEP_TIMEOUT_MS = 20_000;
 const CLIENT_ID = 'gatehouse-federation';
 const CLIENT_SECRET = 'upstream selftest secret';
 const ALICE = { sub: 'alice-0001', username: 'alice', password: 'alice password', email: 'alice@upstream.test', email_verified: true, name: 'Alice Upstream', groups: ['engineering', 'admins'] };
 const BOB = { sub: 'bob-0002', username: 'bob', password: 'bob password', email: 'bob@upstream.test', email_verified: false, name: 'Bob Upstream', groups: [] };
 
-// --- reporting, like rp.mjs ---------------------------------------------------------
-
-let passed = 0;
-let failed = 0;
-
-/** Runs one check: `fn` throws (or rejects) to fail it; its message says why. */
-async function check(name, fn) {
-  try {
-    await fn();
-    passed += 1;
-    console.log(`ok   ${name}`);
-    return true;
-  } catch (e) {
-    failed += 1;
-    console.log(`FAIL ${name}: ${describe(e)}`);
-    return false;
-  }
-}
-
-/** An error in one line, with what an OAuth error response said. */
-function describe(e) {
-  if (!(e instanceof Error)) return String(e);
-  const parts = [`${e.name}: ${e.message}`];
-  if (e.code) parts.push(`code=${e.code}`);
-  if (e.error) parts.push(`error=${e.error}`);
-  if (e.error_description) parts.push(`error_description=${JSON.stringify(e.error_description)}`);
-  if (e.status) parts.push(`status=${e.status}`);
-  if (e.cause instanceof Error) parts.push(`cause=${e.cause.name}: ${e.cause.message}`);
-  else if (e.cause !== undefined) parts.push(`cause=${String(e.cause instanceof URLSearchParams ? e.cause : JSON.stringify(e.cause)).slice(0, 600)}`);
-  return parts.join(' ');
-}
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-/** Requires the value an earlier check produced. */
-function need(value, what) {
-  if (value === undefined || value === null) throw new Error(`not run: needs ${what} from an earlier check`);
-  return value;
-}
-
-function withTimeout(promise, what, ms = STEP_TIMEOUT_MS) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-function jwtPart(jwt, i) {
-  return JSON.parse(Buffer.from(jwt.split('.')[i], 'base64url').toString('utf8'));
-}
-
-const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
-
-// --- the redirect target: a tiny loopback server that captures code and state --------
-
-const waiting = []; // at most one: the resolver of expectCallback's promise
-const callbackServer = http.createServer((req, res) => {
-  const url = new URL(req.url, `http://127.0.0.1:${callbackServer.address().port}`);
-  if (url.pathname !== '/callback') {
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
-    return;
-  }
-  res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-  res.end('<!doctype html><title>callback</title><p>The relying party got the response.</p>');
-  waiting.shift()?.(url);
-});
-await new Promise((resolve) => callbackServer.listen(0, '127.0.0.1', resolve));
-const redirectUri = `http://127.0.0.1:${callbackServer.address().port}/callback`;
-
-/**
- * Runs `action` (which sends the browser off) and returns the next request the
- * callback server receives (its full URL), once the browser has loaded it. On a timeout the error says where the
- * browser is instead, with the page's alert if it shows one.
- */
-async function expectCallback(page, what, action) {
-  let resolve;
-  const arrival = new Promise((r) => (resolve = r));
-  waiting.length = 0;
-  waiting.push(resolve);
-  try {
-    await action();
-    const url = await withTimeout(arrival, what);
-    // let the browser finish loading the callback, so the next navigation is not cut short
-    await page.waitForURL((u) => u.href === url.href, { waitUntil: 'load' });
-    return url;
-  } catch (e) {
-    let where = '';
-    try {
-      const alert = page.locator('[role=alert]');
-      const text = (await alert.count()) ? ` showing ${JSON.stringify((await alert.first().textContent()).trim())}` : '';
-      where = ` (the browser is at ${page.url()}${text})`;
-    } catch {}
-    e.message += where;
-    throw e;
-  } finally {
-    waiting.length = 0;
-  }
-}
+// the redirect target: a tiny loopback server that captures code and state
+const callbacks = await startCallbackServer();
+const { redirectUri, expectCallback } = callbacks;
 
 // --- the flow -----------------------------------------------------------------------
 
@@ -145,30 +42,8 @@ function discover(issuer, auth) {
 }
 
 /** A fresh authorization request: its URL and the values the response is checked against. */
-async function authorization(config, extra = {}) {
-  const verifier = client.randomPKCECodeVerifier();
-  const req = { verifier, state: client.randomState(), nonce: client.randomNonce() };
-  req.url = client.buildAuthorizationUrl(config, {
-    redirect_uri: redirectUri,
-    scope: SCOPE,
-    code_challenge: await client.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state: req.state,
-    nonce: req.nonce,
-    ...extra,
-  });
-  return req;
-}
-
-/** The code grant for the response at `url` to `req`, with every check openid-client makes. */
-function redeem(config, url, req) {
-  return client.authorizationCodeGrant(config, url, {
-    pkceCodeVerifier: req.verifier,
-    expectedState: req.state,
-    expectedNonce: req.nonce,
-    idTokenExpected: true,
-  });
-}
+const authorization = (config, extra = {}) => authorizationRequest(config, redirectUri, SCOPE, extra);
+const redeem = redeemCode;
 
 /** Asserts the browser shows the upstream's login form (re-shown at .../login after a failed try). */
 async function assertLoginForm(page, issuer) {
@@ -218,10 +93,9 @@ function runCli(configPath) {
 
 // --- the run ------------------------------------------------------------------------
 
-const profile = mkdtempSync(join(tmpdir(), 'gatehouse-upstream-'));
 const clients = [{ client_id: CLIENT_ID, client_secret: CLIENT_SECRET, redirect_uris: [redirectUri] }];
 const upstreams = [];
-let context;
+let browser;
 try {
   let up;
   await check('startUpstream listens on a free port and serves discovery', async () => {
@@ -241,14 +115,8 @@ try {
     for (const m of ['client_secret_basic', 'client_secret_post']) assert(md.token_endpoint_auth_methods_supported?.includes(m), `${m} not advertised`);
   });
 
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: browserPath,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 1000, height: 800 },
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  browser = await launchBrowser('upstream');
+  const { page, profile } = browser;
 
   const first = config && (await authorization(config));
   let loginPage = false;
@@ -328,6 +196,18 @@ try {
     assert(t.claims().sub === BOB.sub, `sub ${t.claims().sub}`);
   });
 
+  await check('setAccounts: the next ID token (same session) says what the new account list says', async () => {
+    const changed = { ...BOB, name: 'Bob Renamed', groups: ['new'] };
+    up.setAccounts([ALICE, changed]);
+    try {
+      const req = await authorization(config);
+      const url = await expectCallback(page, 'the callback', () => page.goto(req.url.href));
+      assertAccountClaims((await redeem(config, url, req)).claims(), changed);
+    } finally {
+      up.setAccounts([ALICE, BOB]);
+    }
+  });
+
   await check('a code is good once: reusing it fails with invalid_grant', async () => {
     const req = await authorization(config);
     const url = await expectCallback(page, 'the callback', () => page.goto(req.url.href));
@@ -369,13 +249,10 @@ try {
     assert(cli.output().split('\n').filter(Boolean).length === 1, `stdout is ${JSON.stringify(cli.output())}`);
   });
 } catch (e) {
-  failed += 1;
-  console.log(`FAIL the upstream selftest stopped: ${describe(e)}`);
+  fail('the upstream selftest stopped', e);
 } finally {
-  await context?.close().catch(() => {});
+  await browser?.close();
   await Promise.all(upstreams.map((u) => u.close()));
-  callbackServer.close();
-  rmSync(profile, { recursive: true, force: true });
+  callbacks.close();
 }
-console.log(`upstream: ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+process.exit(summary('upstream'));
