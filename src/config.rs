@@ -137,6 +137,17 @@ pub struct ApiConfig {
     pub permissions: Vec<crate::iam::permissions::Permission>,
 }
 
+/// Whether the URL's host is a loopback address (or `localhost`), where plain http is
+/// allowed.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// An upstream OpenID provider people may log in through (`[[federation.providers]]`
 /// tables of the TOML file, or `/v1/identity-providers`).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -206,12 +217,7 @@ impl ProviderConfig {
             return Err("display_name: between 1 and 100 characters".into());
         }
         let url = url::Url::parse(&self.issuer).map_err(|e| format!("issuer: not a URL ({e})"))?;
-        let loopback = match url.host() {
-            Some(url::Host::Domain(d)) => d == "localhost",
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        };
+        let loopback = is_loopback(&url);
         match url.scheme() {
             "https" => {}
             "http" if loopback => {}
@@ -529,12 +535,7 @@ impl Config {
         let issuer = self.issuer();
         let url = url::Url::parse(&issuer)
             .map_err(|e| ConfigError(format!("GATEHOUSE_ISSUER: not a URL ({e}): {issuer:?}")))?;
-        let loopback = match url.host() {
-            Some(url::Host::Domain(d)) => d == "localhost",
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        };
+        let loopback = is_loopback(&url);
         match url.scheme() {
             "https" => {}
             "http" if loopback => {}

@@ -53,35 +53,7 @@ pub async fn create_provider(
     actor: &Actor,
     def: &ProviderConfig,
 ) -> Result<(), AccessError> {
-    ctx.require(actor, "iam.identityProviders.create", ROOT)?;
-    def.validate().map_err(invalid)?;
-    if configured.iter().any(|p| p.id == def.id) {
-        return Err(AccessError::Store(StoreError::Conflict(format!(
-            "identity provider {} is defined in the configuration file",
-            def.id
-        ))));
-    }
-    check_mappings(ctx, actor, def)?;
-    let row = ProviderRow {
-        id: def.id.clone(),
-        settings: serde_json::to_string(&StoredSettings::of(def)).unwrap_or_default(),
-        client_secret: kek.seal(&secret_aad(&def.id), def.client_secret.0.as_bytes()),
-        created_by: actor.label.clone(),
-    };
-    let mut tx = ctx.store.begin().await?;
-    let seq = store::bump_change(&mut tx, "identity_provider", &def.id).await?;
-    fed::insert_provider(&mut tx, &row).await?;
-    super::finish(
-        ctx,
-        tx,
-        seq,
-        actor,
-        "identity_provider.create",
-        &format!("identity-providers/{}", def.id),
-        ROOT,
-        json!({ "settings": StoredSettings::of(def) }),
-    )
-    .await
+    save_provider(ctx, kek, configured, actor, def, true).await
 }
 
 /// Replaces a stored provider (`iam.identityProviders.update`); the configuration
@@ -93,38 +65,58 @@ pub async fn update_provider(
     actor: &Actor,
     def: &ProviderConfig,
 ) -> Result<(), AccessError> {
-    ctx.require(actor, "iam.identityProviders.update", ROOT)?;
+    save_provider(ctx, kek, configured, actor, def, false).await
+}
+
+async fn save_provider(
+    ctx: &Ctx<'_>,
+    kek: &Kek,
+    configured: &[ProviderConfig],
+    actor: &Actor,
+    def: &ProviderConfig,
+    create: bool,
+) -> Result<(), AccessError> {
+    let (permission, action) = match create {
+        true => ("iam.identityProviders.create", "identity_provider.create"),
+        false => ("iam.identityProviders.update", "identity_provider.update"),
+    };
+    ctx.require(actor, permission, ROOT)?;
     if configured.iter().any(|p| p.id == def.id) {
-        return Err(AccessError::Refused(format!(
+        let why = format!(
             "identity provider {} is defined in the configuration file; change it there",
             def.id
-        )));
+        );
+        return Err(match create {
+            true => AccessError::Store(StoreError::Conflict(why)),
+            false => AccessError::Refused(why),
+        });
     }
     def.validate().map_err(invalid)?;
     check_mappings(ctx, actor, def)?;
+    let settings = StoredSettings::of(def);
     let row = ProviderRow {
         id: def.id.clone(),
-        settings: serde_json::to_string(&StoredSettings::of(def)).unwrap_or_default(),
+        settings: serde_json::to_string(&settings).unwrap_or_default(),
         client_secret: kek.seal(&secret_aad(&def.id), def.client_secret.0.as_bytes()),
         created_by: actor.label.clone(),
     };
+    let target = format!("identity-providers/{}", def.id);
     let mut tx = ctx.store.begin().await?;
     let seq = store::bump_change(&mut tx, "identity_provider", &def.id).await?;
-    if !fed::update_provider(&mut tx, &row).await? {
-        return Err(AccessError::NotFound(format!(
-            "identity-providers/{}",
-            def.id
-        )));
+    if create {
+        fed::insert_provider(&mut tx, &row).await?;
+    } else if !fed::update_provider(&mut tx, &row).await? {
+        return Err(AccessError::NotFound(target));
     }
     super::finish(
         ctx,
         tx,
         seq,
         actor,
-        "identity_provider.update",
-        &format!("identity-providers/{}", def.id),
+        action,
+        &target,
         ROOT,
-        json!({ "settings": StoredSettings::of(def) }),
+        json!({ "settings": settings }),
     )
     .await
 }

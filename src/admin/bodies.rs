@@ -228,3 +228,43 @@ pub struct IdentityProviderUpdate {
     #[serde(default)]
     pub group_mappings: Vec<crate::config::GroupMapping>,
 }
+
+impl NewIdentityProvider {
+    /// The provider it defines.
+    pub fn into_config(self) -> crate::config::ProviderConfig {
+        let id = self.id;
+        let secret = self.client_secret;
+        IdentityProviderUpdate {
+            display_name: self.display_name,
+            issuer: self.issuer,
+            client_id: self.client_id,
+            client_secret: None,
+            scopes: self.scopes,
+            trust_email: self.trust_email,
+            provision: self.provision,
+            groups_claim: self.groups_claim,
+            group_mappings: self.group_mappings,
+        }
+        .into_config(id, secret)
+    }
+}
+
+impl IdentityProviderUpdate {
+    /// The provider `id` it defines, with `secret` unless it brings its own.
+    pub fn into_config(self, id: String, secret: String) -> crate::config::ProviderConfig {
+        crate::config::ProviderConfig {
+            id,
+            display_name: self.display_name,
+            issuer: self.issuer,
+            client_id: self.client_id,
+            client_secret: crate::config::Secret(self.client_secret.unwrap_or(secret)),
+            scopes: self
+                .scopes
+                .unwrap_or_else(|| ["openid", "email", "profile"].map(String::from).to_vec()),
+            trust_email: self.trust_email,
+            provision: self.provision,
+            groups_claim: self.groups_claim,
+            group_mappings: self.group_mappings,
+        }
+    }
+}

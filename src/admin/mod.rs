@@ -18,7 +18,6 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::access::{self, AccessError, Actor, Ctx, parse_member};
-use crate::config::{ProviderConfig, Secret};
 use crate::iam::evaluator::{PrincipalKind, PrincipalRef};
 use crate::server::AppState;
 use crate::store::iam::ResourceRow;
@@ -540,21 +539,7 @@ async fn run(
             }
         },
         Op::CreateIdentityProvider => {
-            let b: NewIdentityProvider = json_body(headers, body)?;
-            let def = ProviderConfig {
-                id: b.id,
-                display_name: b.display_name,
-                issuer: b.issuer,
-                client_id: b.client_id,
-                client_secret: Secret(b.client_secret),
-                scopes: b
-                    .scopes
-                    .unwrap_or_else(|| ["openid", "email", "profile"].map(String::from).to_vec()),
-                trust_email: b.trust_email,
-                provision: b.provision,
-                groups_claim: b.groups_claim,
-                group_mappings: b.group_mappings,
-            };
+            let def = json_body::<NewIdentityProvider>(headers, body)?.into_config();
             access::federation::create_provider(
                 ctx,
                 &state.kek,
@@ -567,31 +552,13 @@ async fn run(
         }
         Op::UpdateIdentityProvider(id) => {
             let b: IdentityProviderUpdate = json_body(headers, body)?;
-            let existing = state.upstreams.get(&id);
-            let secret = match (b.client_secret, &existing) {
-                (Some(s), _) => s,
-                (None, Some(u)) => u.def.client_secret.0.clone(),
-                (None, None) => {
-                    return Err(Problem::new(
-                        Kind::NotFound,
-                        format!("identity-providers/{id} does not exist"),
-                    ));
-                }
+            let Some(existing) = state.upstreams.get(&id) else {
+                return Err(Problem::new(
+                    Kind::NotFound,
+                    format!("identity-providers/{id} does not exist"),
+                ));
             };
-            let def = ProviderConfig {
-                id: id.clone(),
-                display_name: b.display_name,
-                issuer: b.issuer,
-                client_id: b.client_id,
-                client_secret: Secret(secret),
-                scopes: b
-                    .scopes
-                    .unwrap_or_else(|| ["openid", "email", "profile"].map(String::from).to_vec()),
-                trust_email: b.trust_email,
-                provision: b.provision,
-                groups_claim: b.groups_claim,
-                group_mappings: b.group_mappings,
-            };
+            let def = b.into_config(id.clone(), existing.def.client_secret.0.clone());
             access::federation::update_provider(
                 ctx,
                 &state.kek,

@@ -130,12 +130,7 @@ pub async fn unlink(
     axum::Form(f): axum::Form<UnlinkForm>,
 ) -> Response {
     if !session::csrf_ok(&state, &headers, f.csrf_token.as_deref()) {
-        return state.pages.message(
-            StatusCode::FORBIDDEN,
-            "This form has expired",
-            "The page was open too long, or it came from somewhere else.",
-            "Go back to your account page and try again.",
-        );
+        return super::authorize::forbidden(&state);
     }
     let current = match session::current(&state, &headers).await {
         Ok(Some(c)) => c,
