@@ -1,6 +1,7 @@
 //! The browser flow through an upstream provider:
 //!
-//! - `GET /federation/{id}/start[?pending=...][&link=1]` sends the browser to the
+//! - `GET /federation/{id}/start[?pending=...]` (and, to link the provider to the
+//!   signed-in account, `POST` with a CSRF token from the account page) sends the browser to the
 //!   upstream with PKCE (S256), `state` and `nonce`; what it needs later is kept in
 //!   short-lived state under the hash of `state`, bound to this browser by a cookie.
 //! - `GET /federation/{id}/callback` checks that binding (once: the state is taken),
@@ -145,14 +146,13 @@ fn unknown(state: &AppState) -> Response {
 pub struct StartQuery {
     /// The pending authorization to continue afterwards.
     pub pending: Option<String>,
-    /// Link the identity to the signed-in account instead of signing in.
+    /// Refused: linking is a form on the account page.
     pub link: Option<String>,
 }
 
 /// `GET /federation/{id}/start`.
 pub async fn start(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<StartQuery>,
 ) -> Response {
@@ -170,15 +170,61 @@ pub async fn start(
             Err(_) => return state.pages.unavailable(),
         }
     }
-    let link_sid = match q.link {
-        None => None,
-        Some(_) => match session::current(&state, &headers).await {
-            Ok(Some(c)) => Some(c.sid),
-            Ok(None) => return crate::ui::see_other(login::PATH),
-            Err(_) => return state.pages.unavailable(),
-        },
+    // Linking changes the signed-in account, so it is a form with a CSRF token (a
+    // link that a page could make the browser follow would let someone link their
+    // own upstream identity to a victim's account).
+    if q.link.is_some() {
+        return state.pages.message(
+            StatusCode::BAD_REQUEST,
+            "Link providers from your account page",
+            "A provider is linked with the button on your account page only.",
+            "Open your account page and choose the provider there.",
+        );
+    }
+    begin(&state, &up, &md, pending, None).await
+}
+
+/// The link form of the account page.
+#[derive(Deserialize)]
+pub struct LinkForm {
+    /// The CSRF token.
+    pub csrf_token: Option<String>,
+}
+
+/// `POST /federation/{id}/start`: links the provider to the signed-in account.
+pub async fn link(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::Form(f): axum::Form<LinkForm>,
+) -> Response {
+    if !session::csrf_ok(&state, &headers, f.csrf_token.as_deref()) {
+        return authorize::forbidden(&state);
+    }
+    let Some(up) = state.upstreams.get(&id) else {
+        return unknown(&state);
     };
-    let client = match client(&state, &up, &md) {
+    let Some(md) = up.metadata.clone().filter(|_| up.available()) else {
+        return unavailable_provider(&state, &up);
+    };
+    let sid = match session::current(&state, &headers).await {
+        Ok(Some(c)) => c.sid,
+        Ok(None) => return crate::ui::see_other(login::PATH),
+        Err(_) => return state.pages.unavailable(),
+    };
+    begin(&state, &up, &md, None, Some(sid)).await
+}
+
+/// Sends the browser to the upstream, remembering what the callback needs.
+async fn begin(
+    state: &AppState,
+    up: &Upstream,
+    md: &CoreProviderMetadata,
+    pending: Option<String>,
+    link_sid: Option<String>,
+) -> Response {
+    let state = state.clone();
+    let client = match client(&state, up, md) {
         Ok(c) => c,
         Err(e) => return failed(&state, &up, &e),
     };

@@ -50,7 +50,7 @@ pub fn app(state: AppState) -> Router {
         .route(ui::CSS_PATH, get(ui::stylesheet))
         .route(
             crate::federation::flow::START_PATH,
-            get(crate::federation::flow::start),
+            get(crate::federation::flow::start).post(crate::federation::flow::link),
         )
         .route(
             crate::federation::flow::CALLBACK_PATH,

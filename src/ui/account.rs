@@ -75,7 +75,7 @@ async fn render(
             json!({
                 "display_name": u.def.display_name,
                 "available": u.available(),
-                "url": format!("{}?link=1", super::super::federation::flow::start_url(&u.def.id, None)),
+                "url": crate::federation::flow::start_url(&u.def.id, None),
             })
         })
         .collect();

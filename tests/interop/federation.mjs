@@ -494,7 +494,7 @@ try {
     assert(text.includes(ADA.email), 'the page does not name the account');
     assert(text.includes('your only way to sign in'), `no "your only way to sign in": ${JSON.stringify(text)}`);
     assert((await page.locator('form[action="/account/unlink"]').count()) === 0, 'an Unlink button is offered');
-    const link = page.locator(`a[href="/federation/${PARTNER.id}/start?link=1"]`);
+    const link = page.locator(`form[action="/federation/${PARTNER.id}/start"][method=post] button`);
     assert((await link.count()) === 1 && (await link.textContent()).trim() === `Link ${PARTNER.name}`, 'no "Link Partner ID" button');
   });
 
@@ -565,7 +565,7 @@ try {
     await Promise.all([page.waitForNavigation(), passwordSignIn(page, ownerEmail, ownerPassword)]);
     await page.goto(`${issuer}/account`);
     assert(new URL(page.url()).pathname === '/account', `the browser is at ${page.url()}${await whereIs(page)}`);
-    const link = page.getByRole('link', { name: `Link ${CORP.name}` });
+    const link = page.getByRole('button', { name: `Link ${CORP.name}` });
     assert((await link.count()) === 1, `no "Link ${CORP.name}" button${await whereIs(page)}`);
     await link.click();
     await upstreamSignIn(page, corp, OWNER);
@@ -594,14 +594,14 @@ try {
     assert(at.pathname === '/account' && at.searchParams.get('done') === 'unlinked', `the browser is at ${page.url()}`);
     const notice = (await page.locator('[role=status]').textContent()).trim();
     assert(notice.startsWith('The provider is unlinked'), `the notice says ${JSON.stringify(notice)}`);
-    assert((await page.getByRole('link', { name: `Link ${CORP.name}` }).count()) === 1, 'no "Link Corp SSO" button');
+    assert((await page.getByRole('button', { name: `Link ${CORP.name}` }).count()) === 1, 'no "Link Corp SSO" button');
   });
 
   await check('linking a Corp identity that belongs to another account is refused: 409 "This identity belongs to another account"', async () => {
     assert(linked, 'not run: needs the owner signed in');
     await context.clearCookies({ name: /^upstream\d+_/ }); // sign in at Corp afresh, as somebody else
     await page.goto(`${issuer}/account`);
-    await page.getByRole('link', { name: `Link ${CORP.name}` }).click();
+    await page.getByRole('button', { name: `Link ${CORP.name}` }).click();
     const response = await viaCallback(page, CORP, () => upstreamSignIn(page, corp, ADA), { land: true });
     const { title } = await shown(page);
     assert(response.status() === 409, `HTTP ${response.status()} showing ${JSON.stringify(title)}`);
