@@ -226,7 +226,7 @@ async fn begin(
     let state = state.clone();
     let client = match client(&state, up, md) {
         Ok(c) => c,
-        Err(e) => return failed(&state, &up, &e),
+        Err(e) => return failed(&state, up, &e),
     };
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut request = client.authorize_url(
