@@ -52,6 +52,7 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod ui;
+pub mod verify;
 
 /// Milliseconds since the Unix epoch, for ordering events within one second.
 pub fn now_millis() -> i64 {
