@@ -107,8 +107,29 @@ impl TestServer {
         dir: &Path,
         adjust: impl FnOnce(&mut Config),
     ) -> Result<TestServer, server::StartError> {
-        init();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_in_on(dir, listener, adjust).await
+    }
+
+    /// Starts a server in a new temporary directory on `listener`, which the caller
+    /// bound (so its address, and URLs built from it, are known before it starts).
+    pub async fn start_on(listener: TcpListener, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut server = Self::start_in_on(&dir, listener, adjust)
+            .await
+            .expect("server starts");
+        server._tmp = Some(tmp);
+        server
+    }
+
+    /// Starts a server rooted in `dir` (which the caller keeps) on `listener`.
+    pub async fn start_in_on(
+        dir: &Path,
+        listener: TcpListener,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Result<TestServer, server::StartError> {
+        init();
         let addr = listener.local_addr().expect("addr");
         let mut config = config_in(dir, addr);
         adjust(&mut config);
