@@ -231,12 +231,20 @@ fn max_age(headers: &reqwest::header::HeaderMap) -> Duration {
     age.min(MAX_MAX_AGE)
 }
 
-/// A GET that revalidates `etag`; `None` when the server answered 304.
+/// What a GET found.
+enum Fetched {
+    /// The document, its validator and how long it stays fresh.
+    Fresh(bytes::Bytes, Option<HeaderValue>, Duration),
+    /// 304: the document held is still good, for this long.
+    NotModified(Duration),
+}
+
+/// A GET that revalidates `etag`.
 async fn fetch(
     http: &reqwest::Client,
     url: &str,
     etag: Option<&HeaderValue>,
-) -> Result<Option<(bytes::Bytes, Option<HeaderValue>, Duration)>, VerifyError> {
+) -> Result<Fetched, VerifyError> {
     let mut req = http.get(url);
     if let Some(tag) = etag {
         req = req.header(header::IF_NONE_MATCH, tag.clone());
@@ -246,7 +254,7 @@ async fn fetch(
         .await
         .map_err(|e| VerifyError::Issuer(format!("{url}: {e}")))?;
     if resp.status() == StatusCode::NOT_MODIFIED {
-        return Ok(None);
+        return Ok(Fetched::NotModified(max_age(resp.headers())));
     }
     if !resp.status().is_success() {
         return Err(VerifyError::Issuer(format!(
@@ -260,7 +268,18 @@ async fn fetch(
         .bytes()
         .await
         .map_err(|e| VerifyError::Issuer(format!("{url}: {e}")))?;
-    Ok(Some((body, tag, age)))
+    Ok(Fetched::Fresh(body, tag, age))
+}
+
+/// A first GET, which has nothing to revalidate.
+async fn fetch_new(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<(bytes::Bytes, Option<HeaderValue>, Duration), VerifyError> {
+    match fetch(http, url, None).await? {
+        Fetched::Fresh(body, tag, age) => Ok((body, tag, age)),
+        Fetched::NotModified(_) => Err(VerifyError::Issuer(format!("{url}: 304 to a plain GET"))),
+    }
 }
 
 fn parse_keys(body: &[u8]) -> Result<Keys, VerifyError> {
@@ -305,9 +324,7 @@ impl Verifier {
     ) -> Result<Verifier, VerifyError> {
         let issuer = issuer.trim_end_matches('/').to_owned();
         let url = format!("{issuer}/.well-known/openid-configuration");
-        let (body, _, _) = fetch(&http, &url, None)
-            .await?
-            .ok_or_else(|| VerifyError::Issuer("discovery answered 304".into()))?;
+        let (body, _, _) = fetch_new(&http, &url).await?;
         let d: Discovery = serde_json::from_slice(&body)
             .map_err(|e| VerifyError::Issuer(format!("discovery: {e}")))?;
         if d.issuer != issuer {
@@ -316,9 +333,7 @@ impl Verifier {
                 d.issuer
             )));
         }
-        let (body, etag, age) = fetch(&http, &d.jwks_uri, None)
-            .await?
-            .ok_or_else(|| VerifyError::Issuer("JWKS answered 304".into()))?;
+        let (body, etag, age) = fetch_new(&http, &d.jwks_uri).await?;
         let keys = Cached {
             value: Arc::new(parse_keys(&body)?),
             etag,
@@ -326,9 +341,7 @@ impl Verifier {
         };
         let catalog = match &d.role_catalog_uri {
             Some(uri) => {
-                let (body, etag, age) = fetch(&http, uri, None)
-                    .await?
-                    .ok_or_else(|| VerifyError::Issuer("catalog answered 304".into()))?;
+                let (body, etag, age) = fetch_new(&http, uri).await?;
                 Cached {
                     value: Arc::new(
                         RoleCatalog::from_json(&body)
@@ -369,19 +382,32 @@ impl Verifier {
         &self.issuer
     }
 
-    /// Reads the JWKS again (revalidating), keeping the old keys if it fails.
+    /// Reads the JWKS again (revalidating). When that fails the keys held stay, and
+    /// are tried again after [`REFETCH_INTERVAL`], so an unreachable issuer costs one
+    /// request per interval rather than one per token.
     async fn refresh_keys(&self) -> Result<(), VerifyError> {
         let _one = self.refresh.lock().await;
         let current = self.keys.load_full();
-        match fetch(&self.http, &self.jwks_uri, current.etag.as_ref()).await? {
-            None => {
+        let fetched = match fetch(&self.http, &self.jwks_uri, current.etag.as_ref()).await {
+            Ok(f) => f,
+            Err(e) => {
                 self.keys.store(Arc::new(Cached {
                     value: current.value.clone(),
                     etag: current.etag.clone(),
-                    fresh_until: Instant::now() + DEFAULT_MAX_AGE,
+                    fresh_until: Instant::now() + REFETCH_INTERVAL,
+                }));
+                return Err(e);
+            }
+        };
+        match fetched {
+            Fetched::NotModified(age) => {
+                self.keys.store(Arc::new(Cached {
+                    value: current.value.clone(),
+                    etag: current.etag.clone(),
+                    fresh_until: Instant::now() + age,
                 }));
             }
-            Some((body, etag, age)) => self.keys.store(Arc::new(Cached {
+            Fetched::Fresh(body, etag, age) => self.keys.store(Arc::new(Cached {
                 value: Arc::new(parse_keys(&body)?),
                 etag,
                 fresh_until: Instant::now() + age,
@@ -401,7 +427,7 @@ impl Verifier {
         };
         let _one = self.refresh.lock().await;
         let fresh = match fetch(&self.http, uri, current.etag.as_ref()).await {
-            Ok(Some((body, etag, age))) => match RoleCatalog::from_json(&body) {
+            Ok(Fetched::Fresh(body, etag, age)) => match RoleCatalog::from_json(&body) {
                 Ok(c) => Cached {
                     value: Arc::new(c),
                     etag,
@@ -409,10 +435,10 @@ impl Verifier {
                 },
                 Err(_) => return current.value.clone(),
             },
-            Ok(None) => Cached {
+            Ok(Fetched::NotModified(age)) => Cached {
                 value: current.value.clone(),
                 etag: current.etag.clone(),
-                fresh_until: Instant::now() + DEFAULT_MAX_AGE,
+                fresh_until: Instant::now() + age,
             },
             // Keep deciding with the catalog we have; try again on the next call.
             Err(_) => return current.value.clone(),
@@ -465,6 +491,9 @@ impl Verifier {
             None => {
                 if self.may_refetch() {
                     self.refresh_keys().await?;
+                } else {
+                    // A read another token started may be bringing the key.
+                    drop(self.refresh.lock().await);
                 }
                 self.key(&kid)
                     .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?

@@ -23,3 +23,4 @@ mod signup_invite;
 mod store_contract;
 mod support;
 mod two_nodes;
+mod verify_kit;
