@@ -54,6 +54,10 @@ impl Node {
             ("GATEHOUSE_DATA_DIR", data.as_str()),
             ("GATEHOUSE_KEYS_DIR", keys.as_str()),
             ("GATEHOUSE_LOG", "info"),
+            // Each token request comes "from" an address of its own (below), so the
+            // per-address throttle, kept in the shared Redis across runs, never
+            // slows one run because of another's refused requests.
+            ("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1"),
         ];
         all.extend_from_slice(vars);
         // a file, not a pipe: nobody drains a pipe while the test runs
@@ -388,6 +392,12 @@ fn basic(id: &str, secret: &str) -> String {
     )
 }
 
+/// An address of the documentation range, new each time.
+fn fresh_address() -> String {
+    let n = uuid::Uuid::new_v4().as_u128();
+    format!("2001:db8::{:x}:{:x}", (n >> 16) & 0xffff, n & 0xffff)
+}
+
 /// A form post to an OAuth endpoint of `node`, optionally with HTTP Basic.
 async fn oauth(
     node: &str,
@@ -398,6 +408,7 @@ async fn oauth(
     let mut req = client()
         .post(format!("{node}{path}"))
         .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-forwarded-for", fresh_address())
         .body(form(pairs));
     if let Some((id, secret)) = auth {
         req = req.header("authorization", basic(id, secret));
@@ -941,9 +952,20 @@ async fn two_nodes_share_one_store_one_redis_and_one_issuer() {
         "B's /v1/check fails closed without Redis: {during:?}"
     );
     let cc_during = auditor.token(&nb, "roles").await;
+    let seq_before = applied_seq(&na).await;
     let written = Instant::now();
     edit_policy(&na, &admin_token, "editor", &[auditor.member()], false).await;
-    let target = applied_seq(&na).await;
+    // The change's own sequence number: A applies it moments after its PUT answers.
+    let mut target = seq_before;
+    let applied_at_a = within(AGREE, async || {
+        target = applied_seq(&na).await;
+        target > seq_before
+    })
+    .await;
+    assert!(
+        applied_at_a.is_some(),
+        "A applied its own change within a second"
+    );
     let polled = within(AGREE, async || metric_seq(&nb).await >= target).await;
     assert!(
         polled.is_some(),
