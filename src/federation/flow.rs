@@ -207,7 +207,7 @@ pub async fn link(
     let Some(md) = up.metadata.clone().filter(|_| up.available()) else {
         return unavailable_provider(&state, &up);
     };
-    let sid = match session::current(&state, &headers).await {
+    let sid = match authorize::signed_in(&state, &headers).await {
         Ok(Some(c)) => c.sid,
         Ok(None) => return crate::ui::see_other(login::PATH),
         Err(_) => return state.pages.unavailable(),
@@ -643,7 +643,7 @@ async fn link_to_account(
     a: &Asserted,
     sid: &str,
 ) -> Response {
-    let current = match session::current(state, headers).await {
+    let current = match authorize::signed_in(state, headers).await {
         Ok(Some(c)) if c.sid == sid => c,
         Ok(_) => {
             return state.pages.message(

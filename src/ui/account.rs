@@ -31,7 +31,7 @@ async fn render(
     notice: Option<&str>,
     error: Option<&str>,
 ) -> Response {
-    let current = match session::current(state, headers).await {
+    let current = match super::authorize::signed_in(state, headers).await {
         Ok(Some(c)) => c,
         Ok(None) => return super::see_other(super::login::PATH),
         Err(_) => return state.pages.unavailable(),
@@ -132,7 +132,7 @@ pub async fn unlink(
     if !session::csrf_ok(&state, &headers, f.csrf_token.as_deref()) {
         return super::authorize::forbidden(&state);
     }
-    let current = match session::current(&state, &headers).await {
+    let current = match super::authorize::signed_in(&state, &headers).await {
         Ok(Some(c)) => c,
         Ok(None) => return super::see_other(super::login::PATH),
         Err(_) => return state.pages.unavailable(),

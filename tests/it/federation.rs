@@ -580,10 +580,24 @@ fn configured(issuer: &str, creds: (&str, &str)) -> Vec<ProviderConfig> {
 // The forging proxy
 
 /// A reverse proxy in front of the upstream, at the address of its issuer: passes
-/// everything through, but merges `extra` into the upstream's userinfo answers.
+/// everything through, but merges `extra` into the upstream's userinfo answers and
+/// can swap or tamper with the ID token of its token answers.
 struct Forger {
-    extra: Arc<Mutex<Value>>,
+    st: ForgeState,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the forger does to the ID token of a token answer.
+#[derive(Clone, Debug)]
+enum Swap {
+    /// Nothing.
+    Keep,
+    /// Replaces it with this JWT.
+    With(String),
+    /// Merges these claims into its payload, keeping its header and signature.
+    Claims(Value),
+    /// Its payload under `alg: none`, without a signature.
+    Unsigned,
 }
 
 #[derive(Clone)]
@@ -591,27 +605,82 @@ struct ForgeState {
     target: String,
     http: reqwest::Client,
     extra: Arc<Mutex<Value>>,
+    swap: Arc<Mutex<Swap>>,
+    /// Every ID token the upstream's token endpoint gave out, in order.
+    seen: Arc<Mutex<Vec<String>>>,
 }
 
 impl Forger {
     /// Serves on `listener`, forwarding to `target` (`http://host:port`).
     fn start(listener: TcpListener, target: String) -> Forger {
-        let extra = Arc::new(Mutex::new(json!({})));
-        let state = ForgeState {
+        let st = ForgeState {
             target,
             http: client(),
-            extra: extra.clone(),
+            extra: Arc::new(Mutex::new(json!({}))),
+            swap: Arc::new(Mutex::new(Swap::Keep)),
+            seen: Arc::new(Mutex::new(Vec::new())),
         };
-        let app = axum::Router::new().fallback(forward).with_state(state);
+        let app = axum::Router::new().fallback(forward).with_state(st.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Forger { extra, task }
+        Forger { st, task }
     }
 
     /// What the upstream's userinfo says from now on, besides what it says itself.
     fn set(&self, extra: Value) {
-        *self.extra.lock().expect("lock") = extra;
+        *self.st.extra.lock().expect("lock") = extra;
+    }
+
+    /// What happens to the ID tokens of token answers from now on.
+    fn swap(&self, swap: Swap) {
+        *self.st.swap.lock().expect("lock") = swap;
+    }
+
+    /// The last ID token the upstream gave out.
+    fn last_id_token(&self) -> String {
+        self.st
+            .seen
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .expect("an ID token went through")
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn unb64_json(part: &str) -> Value {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+/// `jwt` changed as `swap` says.
+fn swapped(jwt: &str, swap: &Swap) -> String {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWS: {jwt}");
+    match swap {
+        Swap::Keep => jwt.to_owned(),
+        Swap::With(other) => other.clone(),
+        Swap::Claims(add) => {
+            let mut claims = unb64_json(parts[1]);
+            if let (Some(c), Some(add)) = (claims.as_object_mut(), add.as_object()) {
+                for (k, v) in add {
+                    c.insert(k.clone(), v.clone());
+                }
+            }
+            let payload = b64(&serde_json::to_vec(&claims).expect("json"));
+            format!("{}.{payload}.{}", parts[0], parts[2])
+        }
+        Swap::Unsigned => {
+            let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
+            format!("{header}.{}.", parts[1])
+        }
     }
 }
 
@@ -654,6 +723,16 @@ async fn forward(
                 out.insert(k.clone(), x.clone());
             }
         }
+        bytes = serde_json::to_vec(&v).expect("json");
+    }
+    if parts.uri.path() == "/oauth2/token"
+        && status.is_success()
+        && let Ok(mut v) = serde_json::from_slice::<Value>(&bytes)
+        && let Some(id_token) = v["id_token"].as_str().map(str::to_owned)
+    {
+        f.seen.lock().expect("lock").push(id_token.clone());
+        let swap = f.swap.lock().expect("lock").clone();
+        v["id_token"] = json!(swapped(&id_token, &swap));
         bytes = serde_json::to_vec(&v).expect("json");
     }
     let mut resp = axum::response::Response::new(axum::body::Body::from(bytes));
@@ -1437,6 +1516,83 @@ async fn matching_never_takes_over_an_account_it_should_not() {
             .any(|e| e.action == "federation.provision" || e.action == "federation.link"),
         "no provisioning, no link"
     );
+
+    fed.stop().await;
+}
+
+/// Disabling an account revokes its sessions "at once" (`PATCH /v1/users/{id}`,
+/// `UserPatch::disabled`): no federated login, and the session it had is over for
+/// the account page and the link flow as well.
+#[tokio::test]
+async fn a_disabled_account_neither_signs_in_through_a_provider_nor_keeps_its_session() {
+    let fed = Fed::new().await;
+    let ada = ("ada@corp.test", "ada upstream password");
+    let ada_up = fed.upstream_user(ada.0, ada.1).await;
+    let (mut old, mut up) = (fed.down_browser(), fed.up_browser());
+    let r = fed.login_via(&mut old, &mut up, CORP, ada).await;
+    assert_eq!(r.status, 200, "provisioned: {}", r.what());
+    let ada_id = fed.linked(&ada_up).await.expect("linked");
+    assert_eq!(old.signed_in_as().await, ada.0);
+    let csrf = old
+        .get("/account")
+        .await
+        .input("csrf_token")
+        .expect("csrf_token");
+
+    fed.down_api(
+        Method::PATCH,
+        &format!("/users/{ada_id}"),
+        Some(json!({ "disabled": true })),
+    )
+    .await
+    .ok(200);
+    settle(&fed.down).await;
+
+    // a new federated login of the linked identity is refused
+    let (mut down, mut up2) = (fed.down_browser(), fed.up_browser());
+    let r = fed.login_via(&mut down, &mut up2, CORP, ada).await;
+    assert_eq!(r.status, 403, "{}", r.what());
+    assert_eq!(r.title(), "This account is disabled");
+    down.assert_signed_out().await;
+
+    // the session from before: what it can still do on the account page
+    let account = old.get("/account").await;
+    let zed = ("zed@corp.test", "zed upstream password");
+    let zed_up = fed.upstream_user(zed.0, zed.1).await;
+    let start = old
+        .post(
+            &format!("/federation/{CORP}/start"),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    let linked_zed = if start.status == 303 && start.location().starts_with(&fed.up_issuer) {
+        let mut zed_browser = fed.up_browser();
+        let url = fed
+            .upstream_side(&old, &mut zed_browser, start, zed, "allow")
+            .await;
+        let r = old.get(&url).await;
+        format!("{} {}", r.status, r.location())
+    } else {
+        format!("{} {}", start.status, start.location())
+    };
+    assert!(
+        account.status == 303 && account.location() == "/login",
+        "the session of a disabled account still works on the account page: GET \
+         /account answered {} {:?} (want 303 /login). src/ui/account.rs (page, unlink) and \
+         src/federation/flow.rs (link, link_to_account) use session::current, which checks \
+         neither the sessions-void-before mark that disabling sets nor the account's state \
+         (authorize::signed_in does both). The disabled account's session also linked a new \
+         upstream identity: POST /federation/corp/start + callback ended in {linked_zed:?}, \
+         identity now linked to {:?}",
+        account.status,
+        account.title(),
+        fed.linked(&zed_up).await,
+    );
+    assert_eq!(
+        fed.linked(&zed_up).await,
+        None,
+        "a disabled account's old session linked a new identity"
+    );
     fed.stop().await;
 }
 
@@ -1510,6 +1666,113 @@ async fn an_address_the_upstream_did_not_verify_is_neither_linked_nor_provisione
         &wes_up,
     )
     .await;
+    fed.stop().await;
+}
+
+#[tokio::test]
+async fn forged_replayed_or_foreign_id_tokens_and_userinfo_for_another_subject_are_refused() {
+    let fed = Fed::build(true, |_| {}).await;
+    let forger = fed.forger.as_ref().expect("forger");
+    let failed = "Signing in with Corp SSO did not work";
+    let grace = ("grace@acme.test", "grace downstream password");
+    let grace_id = fed.downstream_user(grace.0, Some(grace.1), true).await;
+    let grace_untouched = || async {
+        let linked = fed
+            .down
+            .state
+            .store
+            .federated_identities_of(&grace_id)
+            .await
+            .expect("store");
+        assert!(linked.is_empty(), "nothing linked to grace: {linked:?}");
+    };
+
+    // the control: through the proxy, untouched, a login works
+    let ada = ("ada@corp.test", "ada upstream password");
+    let ada_up = fed.upstream_user(ada.0, ada.1).await;
+    let (mut down, mut up) = (fed.down_browser(), fed.up_browser());
+    let r = fed.login_via(&mut down, &mut up, CORP, ada).await;
+    assert_eq!(r.status, 200, "{}", r.what());
+    let ada_id = fed.linked(&ada_up).await.expect("provisioned");
+    let ada_token = forger.last_id_token();
+    assert_eq!(
+        unb64_json(ada_token.split('.').nth(1).expect("payload"))["sub"],
+        ada_up.as_str()
+    );
+
+    // eve, at the upstream, tries to become grace downstream
+    let eve = ("eve@corp.test", "eve upstream password");
+    let eve_up = fed.upstream_user(eve.0, eve.1).await;
+
+    // her ID token with grace's address: the signature no longer holds
+    forger.swap(Swap::Claims(
+        json!({ "email": grace.0, "email_verified": true }),
+    ));
+    let (mut down, mut up) = (fed.down_browser(), fed.up_browser());
+    let r = fed.login_via(&mut down, &mut up, CORP, eve).await;
+    fed.assert_refused(&mut down, &r, 502, failed, &eve_up)
+        .await;
+    assert!(r.body.contains("could not be verified"), "{}", r.what());
+    grace_untouched().await;
+
+    // ... or as ada's subject: same
+    forger.swap(Swap::Claims(json!({ "sub": ada_up })));
+    let (mut down, mut up) = (fed.down_browser(), fed.up_browser());
+    let r = fed.login_via(&mut down, &mut up, CORP, eve).await;
+    fed.assert_refused(&mut down, &r, 502, failed, &eve_up)
+        .await;
+
+    // her ID token unsigned (alg none)
+    forger.swap(Swap::Unsigned);
+    let (mut down, mut up) = (fed.down_browser(), fed.up_browser());
+    let r = fed.login_via(&mut down, &mut up, CORP, eve).await;
+    fed.assert_refused(&mut down, &r, 502, failed, &eve_up)
+        .await;
+
+    // ada's genuine ID token from her earlier login, replayed into eve's flow:
+    // signed, for this client, but not for this flow's nonce
+    forger.swap(Swap::With(ada_token));
+    let (mut down, mut up) = (fed.down_browser(), fed.up_browser());
+    let r = fed.login_via(&mut down, &mut up, CORP, eve).await;
+    fed.assert_refused(&mut down, &r, 502, failed, &eve_up)
+        .await;
+    assert_eq!(fed.linked(&ada_up).await, Some(ada_id.clone()));
+
+    // a genuine ID token the upstream issued to another client (its admin client)
+    forger.swap(Swap::Keep);
+    let mut other = fed.up_browser();
+    let p = pkce();
+    let first = other.get(&admin_path(&p, "openid email", "n")).await;
+    let back = params_of(&other.run_to_client(first, eve, "allow").await);
+    admin_exchange(&fed.up_issuer, &back["code"], &p.verifier).await;
+    let foreign = forger.last_id_token();
+    assert_eq!(
+        unb64_json(foreign.split('.').nth(1).expect("payload"))["aud"],
+        ADMIN
+    );
+    forger.swap(Swap::With(foreign));
+    let (mut down, mut up) = (fed.down_browser(), fed.up_browser());
+    let r = fed.login_via(&mut down, &mut up, CORP, eve).await;
+    fed.assert_refused(&mut down, &r, 502, failed, &eve_up)
+        .await;
+    forger.swap(Swap::Keep);
+
+    // userinfo (unsigned) for another subject, with grace's verified address: not
+    // believed, so no address at all
+    forger.set(json!({ "sub": "someone-else", "email": grace.0, "email_verified": true }));
+    let (mut down, mut up) = (fed.down_browser(), fed.up_browser());
+    let r = fed.login_via(&mut down, &mut up, BARE, eve).await;
+    fed.assert_refused(&mut down, &r, 403, "No email address was shared", &eve_up)
+        .await;
+    grace_untouched().await;
+
+    // the control again: untouched, eve signs in as herself
+    forger.set(json!({}));
+    let (mut down, mut up) = (fed.down_browser(), fed.up_browser());
+    let r = fed.login_via(&mut down, &mut up, CORP, eve).await;
+    assert_eq!(r.status, 200, "{}", r.what());
+    assert_eq!(down.signed_in_as().await, eve.0);
+    grace_untouched().await;
     fed.stop().await;
 }
 
