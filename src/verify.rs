@@ -385,35 +385,44 @@ impl Verifier {
     /// Reads the JWKS again (revalidating). When that fails the keys held stay, and
     /// are tried again after [`REFETCH_INTERVAL`], so an unreachable issuer costs one
     /// request per interval rather than one per token.
-    async fn refresh_keys(&self) -> Result<(), VerifyError> {
+    /// With `stale_only`, nothing happens when another call refreshed them meanwhile
+    /// (a burst of tokens after the lifetime ends reads the JWKS once).
+    async fn refresh_keys(&self, stale_only: bool) -> Result<(), VerifyError> {
         let _one = self.refresh.lock().await;
         let current = self.keys.load_full();
-        let fetched = match fetch(&self.http, &self.jwks_uri, current.etag.as_ref()).await {
-            Ok(f) => f,
-            Err(e) => {
-                self.keys.store(Arc::new(Cached {
-                    value: current.value.clone(),
-                    etag: current.etag.clone(),
-                    fresh_until: Instant::now() + REFETCH_INTERVAL,
-                }));
-                return Err(e);
-            }
+        if stale_only && Instant::now() < current.fresh_until {
+            return Ok(());
+        }
+        let keep = |until: Instant| {
+            Arc::new(Cached {
+                value: current.value.clone(),
+                etag: current.etag.clone(),
+                fresh_until: until,
+            })
         };
-        match fetched {
-            Fetched::NotModified(age) => {
+        let fetched = fetch(&self.http, &self.jwks_uri, current.etag.as_ref()).await;
+        let parsed = match fetched {
+            Ok(Fetched::NotModified(age)) => {
+                self.keys.store(keep(Instant::now() + age));
+                return Ok(());
+            }
+            Ok(Fetched::Fresh(body, etag, age)) => parse_keys(&body).map(|k| (k, etag, age)),
+            Err(e) => Err(e),
+        };
+        match parsed {
+            Ok((keys, etag, age)) => {
                 self.keys.store(Arc::new(Cached {
-                    value: current.value.clone(),
-                    etag: current.etag.clone(),
+                    value: Arc::new(keys),
+                    etag,
                     fresh_until: Instant::now() + age,
                 }));
+                Ok(())
             }
-            Fetched::Fresh(body, etag, age) => self.keys.store(Arc::new(Cached {
-                value: Arc::new(parse_keys(&body)?),
-                etag,
-                fresh_until: Instant::now() + age,
-            })),
+            Err(e) => {
+                self.keys.store(keep(Instant::now() + REFETCH_INTERVAL));
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     /// The role catalog, read again when its cache lifetime is over.
@@ -426,6 +435,18 @@ impl Verifier {
             return current.value.clone();
         };
         let _one = self.refresh.lock().await;
+        // Another call may have read it while this one waited.
+        let current = self.catalog.load_full();
+        if Instant::now() < current.fresh_until {
+            return current.value.clone();
+        }
+        let backoff = || {
+            Arc::new(Cached {
+                value: current.value.clone(),
+                etag: current.etag.clone(),
+                fresh_until: Instant::now() + REFETCH_INTERVAL,
+            })
+        };
         let fresh = match fetch(&self.http, uri, current.etag.as_ref()).await {
             Ok(Fetched::Fresh(body, etag, age)) => match RoleCatalog::from_json(&body) {
                 Ok(c) => Cached {
@@ -433,15 +454,21 @@ impl Verifier {
                     etag,
                     fresh_until: Instant::now() + age,
                 },
-                Err(_) => return current.value.clone(),
+                Err(_) => {
+                    self.catalog.store(backoff());
+                    return current.value.clone();
+                }
             },
             Ok(Fetched::NotModified(age)) => Cached {
                 value: current.value.clone(),
                 etag: current.etag.clone(),
                 fresh_until: Instant::now() + age,
             },
-            // Keep deciding with the catalog we have; try again on the next call.
-            Err(_) => return current.value.clone(),
+            // Keep deciding with the catalog we have; try again after the interval.
+            Err(_) => {
+                self.catalog.store(backoff());
+                return current.value.clone();
+            }
         };
         let value = fresh.value.clone();
         self.catalog.store(Arc::new(fresh));
@@ -484,13 +511,13 @@ impl Verifier {
             .kid
             .ok_or_else(|| VerifyError::Malformed("no kid".into()))?;
         if Instant::now() >= self.keys.load().fresh_until {
-            let _ = self.refresh_keys().await;
+            let _ = self.refresh_keys(true).await;
         }
         let (alg, key) = match self.key(&kid) {
             Some(k) => k,
             None => {
                 if self.may_refetch() {
-                    self.refresh_keys().await?;
+                    self.refresh_keys(false).await?;
                 } else {
                     // A read another token started may be bringing the key.
                     drop(self.refresh.lock().await);
@@ -535,7 +562,14 @@ fn unauthorized(error: Option<&VerifyError>) -> Response {
         None => "Bearer".to_owned(),
         Some(e) => format!(
             "Bearer error=\"invalid_token\", error_description=\"{}\"",
-            e.to_string().replace(['"', '\\'], "'")
+            e.to_string()
+                .chars()
+                .map(|c| match c {
+                    '"' | '\\' => '\'',
+                    c if c.is_ascii_graphic() || c == ' ' => c,
+                    _ => '?',
+                })
+                .collect::<String>()
         ),
     };
     let mut r = StatusCode::UNAUTHORIZED.into_response();

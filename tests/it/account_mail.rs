@@ -14,11 +14,12 @@ use std::time::Duration;
 use base64::Engine;
 use gatehouse::ephemeral::EphemeralStore;
 use gatehouse::store::iam::{self, UserRow};
-use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::policies::World;
-use crate::support::{self, SmtpRelay, client, secret};
+use crate::support::{
+    self, Browser, Pkce, Resp, SmtpRelay, client, form, params_of, pkce, quoted_printable, secret,
+};
 
 const ADMIN: &str = "gatehouse-admin";
 const ADMIN_CB: &str = "http://127.0.0.1:53682/callback";
@@ -32,175 +33,8 @@ const MAIL_WAIT: Duration = Duration::from_secs(5);
 /// How long to wait for a mail that must not come, once the requests are answered.
 const QUIET: Duration = Duration::from_millis(300);
 
-/// One HTTP answer, read whole.
-struct Resp {
-    status: u16,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Resp {
-    fn location(&self) -> &str {
-        self.headers
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
-    fn input(&self, name: &str) -> Option<String> {
-        let html = &self.body;
-        let at = html.find(&format!("name=\"{name}\""))?;
-        let start = html[..at].rfind('<')?;
-        let end = at + html[at..].find('>')?;
-        let tag = &html[start..end];
-        let v = tag.find("value=\"")? + "value=\"".len();
-        let len = tag[v..].find('"')?;
-        Some(unescape(&tag[v..v + len]))
-    }
-
-    fn alert(&self) -> Option<String> {
-        let start = self.body.find(r#"role="alert">"#)? + r#"role="alert">"#.len();
-        let end = self.body[start..].find("</div>")? + start;
-        Some(unescape(&self.body[start..end]))
-    }
-
-    /// The text of the page's `<h1>`.
-    fn title(&self) -> String {
-        let Some(start) = self.body.find("<h1>").map(|i| i + 4) else {
-            return String::new();
-        };
-        let end = self.body[start..]
-            .find("</h1>")
-            .map_or(start, |i| start + i);
-        unescape(&self.body[start..end])
-    }
-
-    fn is_confirm_form(&self) -> bool {
-        self.body.contains(r#"action="/reset/confirm""#)
-    }
-
-    fn set_cookies(&self) -> Vec<String> {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("&#x2f;", "/")
-        .replace("&#x27;", "'")
-        .replace("&#39;", "'")
-        .replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    let mut s = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in pairs {
-        s.append_pair(k, v);
-    }
-    s.finish()
-}
-
-fn params_of(location: &str) -> BTreeMap<String, String> {
-    let u = url::Url::parse(location).unwrap_or_else(|e| panic!("{location:?}: {e}"));
-    u.query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-/// A browser: a cookie jar, headers sent with every request, redirects not followed.
-struct Browser {
-    base: String,
-    http: reqwest::Client,
-    jar: BTreeMap<String, String>,
-    headers: Vec<(String, String)>,
-}
-
+/// The account-mail steps of a browser.
 impl Browser {
-    fn new(base: &str) -> Browser {
-        Browser {
-            base: base.to_owned(),
-            http: client(),
-            jar: BTreeMap::new(),
-            headers: Vec::new(),
-        }
-    }
-
-    /// Sends `name: value` with every further request.
-    fn always(&mut self, name: &str, value: &str) {
-        self.headers.push((name.to_owned(), value.to_owned()));
-    }
-
-    fn absorb(&mut self, headers: &HeaderMap) {
-        for v in headers.get_all("set-cookie") {
-            let v = v.to_str().expect("set-cookie is ASCII");
-            let mut parts = v.split(';').map(str::trim);
-            let (name, value) = parts
-                .next()
-                .and_then(|p| p.split_once('='))
-                .expect("name=value");
-            let removed = parts.any(|a| a.eq_ignore_ascii_case("max-age=0"));
-            if removed || value.is_empty() {
-                self.jar.remove(name);
-            } else {
-                self.jar.insert(name.to_owned(), value.to_owned());
-            }
-        }
-    }
-
-    fn url(&self, target: &str) -> String {
-        if target.starts_with("http://") || target.starts_with("https://") {
-            target.to_owned()
-        } else {
-            format!("{}{target}", self.base)
-        }
-    }
-
-    async fn send(&mut self, mut req: reqwest::RequestBuilder) -> Resp {
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
-        }
-        if !self.jar.is_empty() {
-            let cookies = self
-                .jar
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            req = req.header("cookie", cookies);
-        }
-        let r = req.send().await.expect("request");
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let body = r.text().await.expect("body");
-        self.absorb(&headers);
-        Resp {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn get(&mut self, target: &str) -> Resp {
-        let req = self.http.get(self.url(target));
-        self.send(req).await
-    }
-
-    async fn post(&mut self, path: &str, pairs: &[(&str, &str)]) -> Resp {
-        let req = self
-            .http
-            .post(self.url(path))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(pairs));
-        self.send(req).await
-    }
-
     /// `GET /reset`, then posts its form for `email`.
     async fn ask_reset(&mut self, email: &str) -> Resp {
         let page = self.get("/reset").await;
@@ -215,7 +49,7 @@ impl Browser {
     async fn open_link(&mut self, link: &str) -> (String, String) {
         let page = self.get(link).await;
         assert_eq!(page.status, 200, "the link shows a form: {}", page.body);
-        assert!(page.is_confirm_form(), "{}", page.body);
+        assert!(page.posts_to("/reset/confirm"), "{}", page.body);
         assert!(page.body.contains(r#"name="password""#), "{}", page.body);
         let csrf = page.input("csrf_token").expect("csrf_token");
         let token = page.input("token").expect("token");
@@ -241,38 +75,10 @@ impl Browser {
     /// the code; returns the tokens.
     async fn admin_tokens(&mut self, who: (&str, &str)) -> Value {
         let p = pkce();
-        let mut r = self.get(&admin_path(&p, &[])).await;
-        for _ in 0..4 {
-            if r.status != 303 || !r.location().starts_with('/') {
-                break;
-            }
-            let loc = r.location().to_owned();
-            r = self.get(&loc).await;
-            if loc.starts_with("/login") {
-                assert_eq!(r.status, 200, "{}", r.body);
-                let csrf = r.input("csrf_token").expect("csrf_token");
-                let pending = r.input("pending").expect("pending");
-                r = self
-                    .post(
-                        "/login",
-                        &[
-                            ("csrf_token", &csrf),
-                            ("pending", &pending),
-                            ("email", who.0),
-                            ("password", who.1),
-                        ],
-                    )
-                    .await;
-            }
-        }
-        assert!(
-            r.status == 303 && r.location().starts_with(ADMIN_CB),
-            "back to the client: {} {} {}",
-            r.status,
-            r.location(),
-            r.body
-        );
-        let back = params_of(r.location());
+        let r = self.get(&admin_path(&p, &[])).await;
+        let back = self.run_to_client(r, Some(who), "allow").await;
+        assert!(back.starts_with(ADMIN_CB), "back to the client: {back}");
+        let back = params_of(&back);
         let (status, t) = oauth_token(
             &self.base,
             &[
@@ -294,24 +100,6 @@ impl Browser {
         assert_eq!(r.status, 303, "{}", r.body);
         assert!(r.location().starts_with(ADMIN_CB), "{}", r.location());
         params_of(r.location())
-    }
-}
-
-struct Pkce {
-    verifier: String,
-    challenge: String,
-}
-
-fn pkce() -> Pkce {
-    let verifier = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-    Pkce {
-        challenge: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref()),
-        verifier,
     }
 }
 
@@ -378,28 +166,6 @@ impl Sent {
             .map_or(body.len(), |i| at + i);
         body[start..end].to_owned()
     }
-}
-
-/// Decodes quoted-printable: soft line breaks and `=XX` escapes.
-fn quoted_printable(s: &str) -> String {
-    let s = s.replace("=\r\n", "").replace("=\n", "");
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'='
-            && let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8(out).expect("utf-8 body")
 }
 
 /// The `token` parameter of a reset link.
@@ -486,18 +252,9 @@ impl Env {
 
     /// The messages in the outbox, oldest first (file names are UUIDv7).
     fn outbox(&self) -> Vec<Sent> {
-        let Ok(dir) = std::fs::read_dir(self.outbox_dir()) else {
-            return Vec::new();
-        };
-        let mut paths: Vec<PathBuf> = dir
-            .map(|e| e.expect("entry").path())
-            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-            .collect();
-        paths.sort();
-        paths
+        support::outbox(&self.w.s.state.config.data_dir)
             .into_iter()
-            .map(|p| {
-                let raw = std::fs::read_to_string(&p).expect("read mail");
+            .map(|raw| {
                 let to = raw
                     .lines()
                     .find_map(|l| l.strip_prefix("To: "))
@@ -782,7 +539,7 @@ async fn full_reset(env: Env, addr: Option<String>) {
         "{}",
         again.body
     );
-    assert!(!again.is_confirm_form());
+    assert!(!again.posts_to("/reset/confirm"));
     let page = b.get("/reset").await;
     let csrf = page.input("csrf_token").expect("csrf_token");
     let token = token_of(&link);
@@ -995,7 +752,11 @@ async fn a_short_password_is_refused_and_the_link_stays_good() {
             )
             .await;
         assert_eq!(r.status, 400, "{short:?}: {}", r.body);
-        assert!(r.is_confirm_form(), "{short:?}: the form again: {}", r.body);
+        assert!(
+            r.posts_to("/reset/confirm"),
+            "{short:?}: the form again: {}",
+            r.body
+        );
         assert_eq!(
             r.input("token").as_deref(),
             Some(token.as_str()),
@@ -1036,7 +797,7 @@ async fn expired_and_made_up_tokens_do_not_work() {
             "GET {token:.20}: {}",
             r.body
         );
-        assert!(!r.is_confirm_form());
+        assert!(!r.posts_to("/reset/confirm"));
         let r = b
             .post(
                 "/reset/confirm",

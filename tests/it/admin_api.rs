@@ -17,7 +17,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::policies::{World, binding};
-use crate::support::{self, client, secret};
+use crate::support::{self, client, form, input_value, jwt_claims, secret};
 
 const PROBLEM: &str = "application/problem+json";
 
@@ -35,11 +35,7 @@ impl Sa {
     }
 
     fn basic(&self) -> String {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD
-                .encode(format!("{}:{}", self.client_id, self.secret))
-        )
+        support::basic(&self.client_id, &self.secret)
     }
 }
 
@@ -315,15 +311,6 @@ async fn token_of(w: &World, sa: &Sa, extra: &str) -> String {
         .to_owned()
 }
 
-/// The claims of a JWT, unverified.
-fn claims_of(token: &str) -> Value {
-    let payload = token.split('.').nth(1).expect("payload");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64");
-    serde_json::from_slice(&bytes).expect("claims")
-}
-
 /// `token`'s header and claims signed again with a key this server never had.
 fn resigned_elsewhere(token: &str) -> String {
     let key =
@@ -344,49 +331,17 @@ fn resigned_elsewhere(token: &str) -> String {
     )
 }
 
-/// `application/x-www-form-urlencoded` escaping.
-fn form_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The value of the input `name` in a page.
-fn input_value(html: &str, name: &str) -> Option<String> {
-    let at = html.find(&format!("name=\"{name}\""))?;
-    let start = html[..at].rfind('<')?;
-    let tag = &html[start..at + html[at..].find('>')?];
-    let v = tag.find("value=\"")? + "value=\"".len();
-    let value = &tag[v..v + tag[v..].find('"')?];
-    Some(
-        value
-            .replace("&#x2f;", "/")
-            .replace("&#x27;", "'")
-            .replace("&#39;", "'")
-            .replace("&quot;", "\"")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&"),
-    )
-}
-
 /// Logs the owner in through the login form; the cookies of the signed-in browser.
 async fn browser_session(env: &Env) -> String {
     let page = send(env.http.get(format!("{}/login", env.base()))).await;
     assert_eq!(page.status, 200, "{}", page.text);
     let csrf_cookie = set_cookie(&page, "gatehouse_csrf").expect("csrf cookie");
     let csrf = input_value(&page.text, "csrf_token").expect("csrf_token");
-    let form = format!(
-        "csrf_token={}&email={}&password={}",
-        form_escape(&csrf),
-        form_escape("owner@acme.test"),
-        form_escape("owner password"),
-    );
+    let form = form(&[
+        ("csrf_token", &csrf),
+        ("email", "owner@acme.test"),
+        ("password", "owner password"),
+    ]);
     let r = send(
         env.http
             .post(format!("{}/login", env.base()))
@@ -486,7 +441,7 @@ async fn authentication(env: Env) {
     }
     settle(w).await;
     let storage = token_of(w, &env.admin, "&resource=https%3A%2F%2Fstorage.example").await;
-    assert_eq!(claims_of(&storage)["aud"], "https://storage.example");
+    assert_eq!(jwt_claims(&storage)["aud"], "https://storage.example");
     send(env.req(Method::GET, probe, Some(&storage)))
         .await
         .unauthenticated();
@@ -552,7 +507,7 @@ async fn authentication(env: Env) {
         .unauthenticated();
     for token in [&env.admin_token, &user_token(now, now + 300)] {
         let forged = resigned_elsewhere(token);
-        assert_eq!(claims_of(&forged), claims_of(token));
+        assert_eq!(jwt_claims(&forged), jwt_claims(token));
         send(env.req(Method::GET, probe, Some(&forged)))
             .await
             .unauthenticated();

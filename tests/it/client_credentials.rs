@@ -10,7 +10,7 @@ use gatehouse::iam::evaluator::PrincipalRef;
 use serde_json::Value;
 
 use crate::policies::World;
-use crate::support::client;
+use crate::support::{basic, client};
 
 struct Sa {
     client_id: String,
@@ -59,13 +59,6 @@ async fn world() -> (World, Sa) {
             secret: minted.client_secret,
             name: sa.name,
         },
-    )
-}
-
-fn basic(id: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
     )
 }
 

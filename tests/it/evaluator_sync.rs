@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::policies::World;
-use crate::support::{self, TestServer, client, gatehouse, secret};
+use crate::support::{self, TestServer, client, gatehouse, input_value, secret};
 
 fn id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -514,14 +514,13 @@ impl Admin {
 
     /// Asserts that a client-credentials token request answers `want` within a second.
     async fn token(&self, why: &str, client_id: &str, secret: &str, want: u16) {
-        let basic =
-            base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"));
+        let basic = support::basic(client_id, secret);
         let deadline = Instant::now() + Duration::from_secs(1);
         loop {
             let r = self
                 .http
                 .post(format!("{}/oauth2/token", self.base()))
-                .header("authorization", format!("Basic {basic}"))
+                .header("authorization", &basic)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body("grant_type=client_credentials")
                 .send()
@@ -566,40 +565,21 @@ impl Admin {
 
     /// The invitation link mailed to `email` (5 s at most).
     async fn invitation_link(&self, email: &str) -> String {
-        let outbox = self.w.s.state.config.data_dir.join("outbox");
-        let prefix = format!("{}/invite?token=", self.w.s.state.issuer);
+        let data_dir = &self.w.s.state.config.data_dir;
+        let issuer = &self.w.s.state.issuer;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let files = std::fs::read_dir(&outbox).into_iter().flatten().flatten();
-            for raw in files.filter_map(|f| std::fs::read_to_string(f.path()).ok()) {
-                let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-                let header = |name: &str| {
-                    head.lines()
-                        .find(|l| l.to_ascii_lowercase().starts_with(name))
-                        .unwrap_or("")
-                        .to_owned()
-                };
-                if !header("to:").contains(email) {
-                    continue;
-                }
-                let body = match header("content-transfer-encoding:")
-                    .to_ascii_lowercase()
-                    .contains("quoted-printable")
-                {
-                    true => quoted_printable(body),
-                    false => body.to_owned(),
-                };
-                if let Some(at) = body.find(&prefix) {
-                    let end = body[at..]
-                        .find(char::is_whitespace)
-                        .map_or(body.len(), |i| at + i);
-                    return body[at..end].to_owned();
-                }
+            if let Some(link) = support::mails(data_dir)
+                .iter()
+                .filter(|m| m.to.contains(email))
+                .find_map(|m| m.try_link(issuer, "/invite"))
+            {
+                return link;
             }
             assert!(
                 Instant::now() < deadline,
                 "no invitation to {email} in {}",
-                outbox.display()
+                data_dir.join("outbox").display()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -672,45 +652,6 @@ fn revoke(bindings: &mut [PolicyBinding], role: &str, member: &str) {
     for b in bindings.iter_mut().filter(|b| b.role == role) {
         b.members.retain(|m| m != member);
     }
-}
-
-/// The value of the input `name` in a page.
-fn input_value(html: &str, name: &str) -> Option<String> {
-    let at = html.find(&format!("name=\"{name}\""))?;
-    let start = html[..at].rfind('<')?;
-    let tag = &html[start..at + html[at..].find('>')?];
-    let v = tag.find("value=\"")? + "value=\"".len();
-    let value = &tag[v..v + tag[v..].find('"')?];
-    Some(
-        value
-            .replace("&#x2f;", "/")
-            .replace("&#x27;", "'")
-            .replace("&quot;", "\"")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&"),
-    )
-}
-
-/// Decodes a quoted-printable body: soft line breaks and `=XX` escapes.
-fn quoted_printable(s: &str) -> String {
-    let s = s.replace("=\r\n", "").replace("=\n", "");
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s.as_bytes()[i] == b'='
-            && let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(s.as_bytes()[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An Ed25519 public key, as PEM.

@@ -24,3 +24,4 @@ mod store_contract;
 mod support;
 mod two_nodes;
 mod verify_kit;
+mod verify_kit_attacks;

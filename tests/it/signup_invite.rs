@@ -9,19 +9,16 @@
 //! HTML; admin-API calls use client-credentials tokens of service accounts made
 //! through the access layer at setup.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use base64::Engine;
 use gatehouse::access::policy::PolicyBinding;
 use gatehouse::store::iam::UserRow;
 use reqwest::Method;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::policies::World;
-use crate::support::{self, client, secret};
+use crate::support::{self, Browser, Mail, Resp, client, secret};
 
 /// How long a mail sent in the background may take to arrive.
 const MAIL_WAIT: Duration = Duration::from_secs(5);
@@ -34,257 +31,7 @@ const EXPIRED_FORM: &str = "This form has expired";
 const PASSWORD: &str = "a good password";
 
 // ---------------------------------------------------------------------------
-// pages
-
-/// One HTTP answer, read whole.
-struct Resp {
-    status: u16,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Resp {
-    /// A hidden (or any) input's value from the page's HTML.
-    fn input(&self, name: &str) -> Option<String> {
-        let html = &self.body;
-        let at = html.find(&format!("name=\"{name}\""))?;
-        let start = html[..at].rfind('<')?;
-        let end = at + html[at..].find('>')?;
-        let tag = &html[start..end];
-        let v = tag.find("value=\"")? + "value=\"".len();
-        let len = tag[v..].find('"')?;
-        Some(unescape(&tag[v..v + len]))
-    }
-
-    fn has_input(&self, name: &str) -> bool {
-        self.body.contains(&format!("name=\"{name}\""))
-    }
-
-    /// The text between `open` and the next `close`.
-    fn between(&self, open: &str, close: &str) -> String {
-        let Some(start) = self.body.find(open).map(|i| i + open.len()) else {
-            return String::new();
-        };
-        let end = self.body[start..].find(close).map_or(start, |i| start + i);
-        unescape(&self.body[start..end])
-    }
-
-    /// The page's `<h1>`.
-    fn title(&self) -> String {
-        self.between("<h1>", "</h1>")
-    }
-
-    /// The page's lead paragraph (a message page's message).
-    fn lead(&self) -> String {
-        self.between(r#"<p class="lead">"#, "</p>")
-    }
-
-    fn alert(&self) -> String {
-        self.between(r#"role="alert">"#, "</div>")
-    }
-
-    /// Whether the page holds a form posting to `action`.
-    fn posts_to(&self, action: &str) -> bool {
-        self.body.contains(&format!(r#"action="{action}""#))
-    }
-
-    fn set_cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with(&format!("{name}=")))
-            .map(str::to_owned)
-    }
-
-    /// Asserts the status and the title, with the page in the message.
-    #[track_caller]
-    fn is(&self, status: u16, title: &str) -> &Resp {
-        assert_eq!(
-            (self.status, self.title().as_str()),
-            (status, title),
-            "page: {}",
-            self.body
-        );
-        self
-    }
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("&#x2f;", "/")
-        .replace("&#x27;", "'")
-        .replace("&#39;", "'")
-        .replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    let mut s = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in pairs {
-        s.append_pair(k, v);
-    }
-    s.finish()
-}
-
-/// A browser: a cookie jar kept by hand, headers sent with every request,
-/// redirects not followed.
-struct Browser {
-    base: String,
-    http: reqwest::Client,
-    jar: BTreeMap<String, String>,
-    headers: Vec<(String, String)>,
-}
-
-impl Browser {
-    fn absorb(&mut self, headers: &HeaderMap) {
-        for v in headers.get_all("set-cookie") {
-            let v = v.to_str().expect("set-cookie is ASCII");
-            let mut parts = v.split(';').map(str::trim);
-            let (name, value) = parts
-                .next()
-                .and_then(|p| p.split_once('='))
-                .expect("name=value");
-            let removed = parts.any(|a| a.eq_ignore_ascii_case("max-age=0"));
-            if removed || value.is_empty() {
-                self.jar.remove(name);
-            } else {
-                self.jar.insert(name.to_owned(), value.to_owned());
-            }
-        }
-    }
-
-    fn url(&self, target: &str) -> String {
-        if target.starts_with("http://") || target.starts_with("https://") {
-            target.to_owned()
-        } else {
-            format!("{}{target}", self.base)
-        }
-    }
-
-    async fn send(&mut self, mut req: reqwest::RequestBuilder) -> Resp {
-        if !self.jar.is_empty() {
-            let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            req = req.header("cookie", cookies.join("; "));
-        }
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
-        }
-        let r = req.send().await.expect("request");
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let body = r.text().await.expect("body");
-        assert!(status < 500, "a server error {status}: {body}");
-        self.absorb(&headers);
-        Resp {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn get(&mut self, target: &str) -> Resp {
-        let req = self.http.get(self.url(target));
-        self.send(req).await
-    }
-
-    async fn post(&mut self, path: &str, pairs: &[(&str, &str)]) -> Resp {
-        let req = self
-            .http
-            .post(self.url(path))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(pairs));
-        self.send(req).await
-    }
-}
-
-// ---------------------------------------------------------------------------
 // mail
-
-/// One message of the outbox.
-#[derive(Clone, Debug)]
-struct Mail {
-    to: String,
-    subject: String,
-    /// The body, decoded.
-    body: String,
-}
-
-impl Mail {
-    /// The link to `path` (`/verify`, `/invite`) the mail carries, whole.
-    #[track_caller]
-    fn link(&self, issuer: &str, path: &str) -> String {
-        self.try_link(issuer, path)
-            .unwrap_or_else(|| panic!("no {issuer}{path}?token= link in: {self:?}"))
-    }
-
-    fn try_link(&self, issuer: &str, path: &str) -> Option<String> {
-        let start = self.body.find(&format!("{issuer}{path}?token="))?;
-        let end = self.body[start..]
-            .find(char::is_whitespace)
-            .map_or(self.body.len(), |i| start + i);
-        Some(self.body[start..end].to_owned())
-    }
-}
-
-/// Decodes a quoted-printable body: soft line breaks and `=XX` escapes.
-fn quoted_printable(s: &str) -> String {
-    let s = s.replace("=\r\n", "").replace("=\n", "");
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'='
-            && let Some(hex) = s.get(i + 1..i + 3)
-            && let Ok(b) = u8::from_str_radix(hex, 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parses one `.eml` file as lettre writes it.
-fn parse_mail(raw: &str) -> Mail {
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .or_else(|| raw.split_once("\n\n"))
-        .unwrap_or((raw, ""));
-    // Unfold continued header lines.
-    let mut headers: Vec<(String, String)> = Vec::new();
-    for line in head.lines() {
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = headers.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-        } else if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-        }
-    }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let qp = header("content-transfer-encoding").eq_ignore_ascii_case("quoted-printable");
-    Mail {
-        to: header("to"),
-        subject: header("subject"),
-        body: if qp {
-            quoted_printable(body)
-        } else {
-            body.to_owned()
-        },
-    }
-}
 
 // ---------------------------------------------------------------------------
 // the admin API
@@ -394,12 +141,11 @@ impl Env {
     }
 
     fn browser(&self) -> Browser {
-        Browser {
-            base: self.base().to_owned(),
-            http: self.http.clone(),
-            jar: BTreeMap::new(),
-            headers: self.browser_headers.clone(),
+        let mut b = Browser::with_client(self.base(), self.http.clone()).no_server_errors();
+        for (k, v) in &self.browser_headers {
+            b.always(k, v);
         }
+        b
     }
 
     async fn api(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> Api {
@@ -506,26 +252,9 @@ impl Env {
 
     // mail
 
-    fn outbox(&self) -> PathBuf {
-        self.w.s.state.config.data_dir.join("outbox")
-    }
-
     /// Every message in the outbox, oldest first.
     fn mails(&self) -> Vec<Mail> {
-        let Ok(dir) = std::fs::read_dir(self.outbox()) else {
-            return Vec::new();
-        };
-        let mut paths: Vec<PathBuf> = dir
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-            .collect();
-        // The file names are UUIDv7: in the order written.
-        paths.sort();
-        paths
-            .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
-            .map(|raw| parse_mail(&raw))
-            .collect()
+        support::mails(&self.w.s.state.config.data_dir)
     }
 
     fn mails_to(&self, email: &str) -> Vec<Mail> {
@@ -692,11 +421,9 @@ async fn service_account(
         }
         settle(w).await;
     }
-    let basic =
-        base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{client_secret}"));
     let r = http
         .post(format!("{}/oauth2/token", w.s.base))
-        .header("authorization", format!("Basic {basic}"))
+        .header("authorization", support::basic(&client_id, &client_secret))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("grant_type=client_credentials")
         .send()
@@ -1085,7 +812,11 @@ async fn invitation_flow(env: Env) {
         )
         .await;
     assert_eq!(r.status, 400, "{}", r.body);
-    assert!(r.alert().contains("8 characters"), "{}", r.body);
+    assert!(
+        r.alert().unwrap_or_default().contains("8 characters"),
+        "{}",
+        r.body
+    );
     assert!(r.has_input("password"));
     assert!(env.user(&email).await.is_none());
     b.get(&link).await.is(200, "You are invited");
