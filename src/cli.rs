@@ -246,7 +246,9 @@ async fn keys(config: Config, command: KeysCommand) -> Result<(), StartError> {
                 })?,
                 None => config.signing_alg,
             };
-            let activates_at = now + secs(config.jwks_cache_secs);
+            // Whole seconds: one more, so that the key signs no sooner than a full
+            // cache lifetime after it is published, wherever in the second this runs.
+            let activates_at = now + secs(config.jwks_cache_secs) + 1;
             let row = keyring::new_row(alg, &kek, now, activates_at).map_err(StartError)?;
             // Tokens signed just before retirement stay verifiable until they expire,
             // plus a minute of clock leeway.
